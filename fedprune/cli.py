@@ -1,0 +1,131 @@
+"""`fedprune` command line: run, validate, data fetch."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from fedprune.config import ConfigError, load_config
+from fedprune.data import DATASETS, DataError, fetch
+
+EXIT_BAD_INPUT = 2
+console = Console()
+
+
+def round_table() -> Table:
+    table = Table(title="rounds", show_edge=False)
+    for column in ("round", "acc %", "loss", "sparsity %", "MB up", "MB down", "s"):
+        table.add_column(column, justify="right")
+    return table
+
+
+class LiveProgress:
+    """A bar over all client trainings of the run, above a table that grows by one row a round."""
+
+    def __init__(self) -> None:
+        self.table = round_table()
+        self.bar = Progress(
+            TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
+        )
+        self.live = Live(Group(self.table, self.bar), console=console, refresh_per_second=4)
+
+    def start(self, rounds: int, clients_per_round: int) -> None:
+        self.task = self.bar.add_task("clients", total=rounds * clients_per_round)
+        self.live.start()
+
+    def client_done(self) -> None:
+        self.bar.advance(self.task)
+
+    def round_done(self, m) -> None:
+        self.table.add_row(
+            str(m.round),
+            f"{100 * m.test_accuracy:.2f}",
+            f"{m.test_loss:.4f}",
+            f"{100 * m.sparsity:.1f}",
+            f"{m.bytes_up / 1e6:.2f}",
+            f"{m.bytes_down / 1e6:.2f}",
+            f"{m.seconds:.1f}",
+        )
+
+    def stop(self) -> None:
+        self.live.stop()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from fedprune.engine import run_experiment
+
+    cfg = load_config(args.config)
+    view = LiveProgress()
+    try:
+        result = run_experiment(cfg, progress=view)
+    finally:
+        view.stop()
+    last = result.history[-1]
+    uploaded = sum(m.bytes_up for m in result.history) / 1e6
+    downloaded = sum(m.bytes_down for m in result.history) / 1e6
+    seconds = sum(m.seconds for m in result.history)
+    console.print(
+        f"\n[bold green]done[/] {len(result.history)} rounds in {seconds:.1f} s: "
+        f"test accuracy {100 * last.test_accuracy:.2f}%, sparsity {100 * last.sparsity:.1f}% "
+        f"({last.nonzero_params:,} of {last.total_params:,} parameters non-zero), "
+        f"{uploaded:.2f} MB uploaded, {downloaded:.2f} MB downloaded"
+    )
+    console.print(f"run folder: {result.run_dir}")
+    console.print(f"MLflow run {result.run_id}: {result.ui_hint}")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    console.print(
+        f"{args.config}: valid — experiment '{cfg.experiment}', {cfg.rounds} rounds, "
+        f"{cfg.data.num_clients} clients ({cfg.clients_per_round()} per round), "
+        f"model {cfg.model.name}, pruning {cfg.pruning.schedule.kind} "
+        f"to {100 * cfg.pruning.schedule.target:.0f}% on the {cfg.pruning.placement}"
+    )
+    return 0
+
+
+def cmd_data_fetch(args: argparse.Namespace) -> int:
+    with console.status(f"fetching {args.name}"):
+        folder = fetch(args.name)
+    console.print(f"{args.name}: ready in {folder}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(
+        prog="fedprune", description="Federated learning with model pruning."
+    )
+    sub = root.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run an experiment locally (embedded store and MLflow)")
+    run.add_argument("config", type=Path)
+    run.set_defaults(handler=cmd_run)
+    validate = sub.add_parser("validate", help="check a config file without running it")
+    validate.add_argument("config", type=Path)
+    validate.set_defaults(handler=cmd_validate)
+    data = sub.add_parser("data", help="data sets")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    fetch_cmd = data_sub.add_parser("fetch", help="obtain a data set into $FEDPRUNE_DATA")
+    fetch_cmd.add_argument("name", choices=DATASETS)
+    fetch_cmd.set_defaults(handler=cmd_data_fetch)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except (ConfigError, DataError) as error:
+        console.print(f"[bold red]error:[/] {error}", highlight=False)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""Typed experiment configuration: one YAML file describes one experiment.
+
+Every model forbids unknown keys, so a typo fails before any work instead of being silently
+ignored; pydantic's messages name the field and the allowed values.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Fraction = Annotated[float, Field(gt=0.0, le=1.0)]
+Sparsity = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PartitionConfig(Strict):
+    """How the training set is split across clients (all seeded)."""
+
+    kind: Literal["iid", "dirichlet", "shards", "quantity_skew"] = "iid"
+    alpha: Annotated[float, Field(gt=0.0)] = 0.5
+    """Dirichlet concentration: label skew for `dirichlet`, size skew for `quantity_skew`."""
+    shards_per_client: Annotated[int, Field(ge=1)] = 2
+    """For `shards`: each client gets this many label-sorted shards (≈ that many classes)."""
+    min_samples: Annotated[int, Field(ge=1)] = 10
+    """Every client gets at least this many samples."""
+
+
+class DataConfig(Strict):
+    dataset: Literal["mnist", "fashion-mnist"] = "mnist"
+    num_clients: Annotated[int, Field(ge=1)] = 10
+    partition: PartitionConfig = PartitionConfig()
+    train_subset: Annotated[int, Field(ge=1)] | None = None
+    """Use only the first N training samples (tests, quick looks)."""
+    test_subset: Annotated[int, Field(ge=1)] | None = None
+
+
+class ModelConfig(Strict):
+    name: Literal["mlp", "lenet5", "cnn"] = "mlp"
+    hidden: Annotated[int, Field(ge=1)] = 200
+    """Width of the MLP's two hidden layers (the FedAvg paper's 2NN uses 200)."""
+
+
+class ClientConfig(Strict):
+    """Local training on each client: SGD with an optional FedProx proximal term."""
+
+    epochs: Annotated[int, Field(ge=1)] = 1
+    batch_size: Annotated[int, Field(ge=1)] = 32
+    lr: Annotated[float, Field(gt=0.0)] = 0.05
+    momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    weight_decay: Annotated[float, Field(ge=0.0)] = 0.0
+    prox_mu: Annotated[float, Field(ge=0.0)] = 0.0
+    """FedProx μ (Li et al. 2020): 0 is plain FedAvg local training."""
+
+
+class SamplingConfig(Strict):
+    """Clients per round: a fraction of all clients, or an exact count (not both)."""
+
+    fraction: Fraction | None = None
+    count: Annotated[int, Field(ge=1)] | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> SamplingConfig:
+        if self.fraction is not None and self.count is not None:
+            raise ValueError("set either sampling.fraction or sampling.count, not both")
+        return self
+
+
+class ScheduleConfig(Strict):
+    """Target sparsity per round. `gradual` is Zhu & Gupta's (2017) cubic ramp."""
+
+    kind: Literal["none", "oneshot", "gradual"] = "none"
+    target: Sparsity = 0.0
+    at_round: Annotated[int, Field(ge=1)] = 1
+    """For `oneshot`: the round after which the model is pruned to `target`."""
+    start_round: Annotated[int, Field(ge=1)] = 1
+    end_round: Annotated[int, Field(ge=1)] = 10
+    """For `gradual`: sparsity ramps from 0 after `start_round` to `target` at `end_round`."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ScheduleConfig:
+        if self.kind == "gradual" and self.end_round < self.start_round:
+            raise ValueError("pruning.schedule.end_round must be >= start_round")
+        if self.kind != "none" and self.target == 0.0:
+            raise ValueError(f"pruning.schedule.target must be > 0 for kind '{self.kind}'")
+        return self
+
+
+class PruningConfig(Strict):
+    """Unstructured magnitude pruning: keeps the weights with the largest |w|."""
+
+    schedule: ScheduleConfig = ScheduleConfig()
+    scope: Literal["global", "layerwise"] = "global"
+    placement: Literal["server", "client"] = "server"
+    """`server`: prune the aggregated model, clients train under its mask.
+    `client`: each client prunes its local model before upload (mask-aware aggregation)."""
+    include_bias_and_norm: bool = False
+
+
+class CompressionConfig(Strict):
+    encoding: Literal["dense", "sparse"] = "sparse"
+    values: Literal["fp32", "fp16"] = "fp32"
+
+
+class AggregationConfig(Strict):
+    method: Literal["fedavg", "mask_aware"] = "mask_aware"
+
+
+class EvalConfig(Strict):
+    batch_size: Annotated[int, Field(ge=1)] = 1000
+
+
+class ExperimentConfig(Strict):
+    experiment: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")] = "default"
+    seed: int = 0
+    rounds: Annotated[int, Field(ge=1)] = 10
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    client: ClientConfig = ClientConfig()
+    sampling: SamplingConfig = SamplingConfig()
+    pruning: PruningConfig = PruningConfig()
+    compression: CompressionConfig = CompressionConfig()
+    aggregation: AggregationConfig = AggregationConfig()
+    eval: EvalConfig = EvalConfig()
+    store: str = "fedprune-runs"
+    """Root folder of run folders: `<store>/<experiment>/<run>/`."""
+    tracking: str = "sqlite:///fedprune-runs/mlflow.db"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ExperimentConfig:
+        if self.sampling.count is not None and self.sampling.count > self.data.num_clients:
+            raise ValueError(
+                f"sampling.count ({self.sampling.count}) exceeds data.num_clients "
+                f"({self.data.num_clients})"
+            )
+        if self.pruning.placement == "client" and self.aggregation.method != "mask_aware":
+            raise ValueError(
+                "pruning.placement 'client' needs aggregation.method 'mask_aware' "
+                "(plain averaging would shrink every weight a client pruned)"
+            )
+        return self
+
+    def clients_per_round(self) -> int:
+        if self.sampling.count is not None:
+            return self.sampling.count
+        fraction = self.sampling.fraction if self.sampling.fraction is not None else 1.0
+        return max(1, round(fraction * self.data.num_clients))
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message lists every offending field."""
+
+
+def format_errors(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        field = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key (not a setting; check the spelling)"
+        lines.append(f"  {field}: {message}")
+    return "\n".join(lines)
+
+
+def parse_config(raw: object, source: str = "config") -> ExperimentConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of settings, got {type(raw).__name__}")
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(f"{source} is invalid:\n{format_errors(error)}") from None
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    return parse_config(raw, str(path))
+
+
+def flatten(config: ExperimentConfig) -> dict[str, str]:
+    """Dotted keys for MLflow params, e.g. `pruning.schedule.target`."""
+    out: dict[str, str] = {}
+
+    def walk(prefix: str, value: object) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                walk(f"{prefix}.{key}" if prefix else key, inner)
+        else:
+            out[prefix] = str(value)
+
+    walk("", config.model_dump())
+    return out

@@ -1,0 +1,127 @@
+"""Unstructured magnitude pruning and sparsity schedules.
+
+Masks are boolean tensors kept beside the weights (True = kept), as in `torch.nn.utils.prune`,
+whose L1 criterion picks what to drop. Magnitude pruning keeps the largest |w|
+(Han et al. 2015; the source document's formula, which keeps the small ones, is wrong).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn.utils import prune
+
+from fedprune.config import PruningConfig, ScheduleConfig
+
+Weights = dict[str, torch.Tensor]
+Mask = dict[str, torch.Tensor]
+
+
+def prunable_names(weights: Weights, include_bias_and_norm: bool = False) -> list[str]:
+    """Weight matrices and conv kernels; biases and norm parameters (1-D) only on request."""
+    return [
+        name
+        for name, tensor in weights.items()
+        if tensor.is_floating_point() and (tensor.dim() > 1 or include_bias_and_norm)
+    ]
+
+
+def full_mask(weights: Weights, names: Iterable[str]) -> Mask:
+    return {name: torch.ones_like(weights[name], dtype=torch.bool) for name in names}
+
+
+def _l1_mask(values: torch.Tensor, keep: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """Drop the `sparsity` share with the smallest |value|; never revive what `keep` dropped."""
+    amount = round(sparsity * values.numel())
+    method = prune.L1Unstructured(amount=amount)
+    return method.compute_mask(values * keep, default_mask=keep.float()).bool() & keep
+
+
+def magnitude_mask(weights: Weights, mask: Mask, sparsity: float, scope: str) -> Mask:
+    """A new mask at `sparsity` over the masked tensors, globally or per layer."""
+    if scope == "layerwise":
+        return {name: _l1_mask(weights[name], keep, sparsity) for name, keep in mask.items()}
+    names = list(mask)
+    flat = torch.cat([weights[name].reshape(-1) for name in names])
+    keep = torch.cat([mask[name].reshape(-1) for name in names])
+    pieces = _l1_mask(flat, keep, sparsity).split([mask[name].numel() for name in names])
+    return {name: piece.view_as(mask[name]) for name, piece in zip(names, pieces, strict=True)}
+
+
+def apply_mask_(weights: Weights, mask: Mask) -> None:
+    """Zero every pruned coordinate, in place."""
+    with torch.no_grad():
+        for name, keep in mask.items():
+            weights[name].mul_(keep)
+
+
+def mask_gradients_(model: nn.Module, mask: Mask) -> None:
+    """Zero the gradients of pruned weights so SGD (momentum, weight decay) never revives them."""
+    for name, param in model.named_parameters():
+        if name in mask and param.grad is not None:
+            param.grad.mul_(mask[name])
+
+
+@dataclass(frozen=True)
+class SparsityReport:
+    sparsity: float
+    """Share of zeros among the prunable parameters."""
+    nonzero: int
+    """Non-zero parameters in the whole model."""
+    total: int
+    per_layer: dict[str, float]
+
+
+def measure_sparsity(weights: Weights, names: Iterable[str]) -> SparsityReport:
+    names = list(names)
+    zeros = {name: int((weights[name] == 0).sum()) for name in names}
+    prunable = sum(weights[name].numel() for name in names)
+    return SparsityReport(
+        sparsity=sum(zeros.values()) / prunable if prunable else 0.0,
+        nonzero=sum(int(t.count_nonzero()) for t in weights.values()),
+        total=sum(t.numel() for t in weights.values()),
+        per_layer={name: zeros[name] / weights[name].numel() for name in names},
+    )
+
+
+class Schedule:
+    """Target sparsity of the model after round r (rounds count from 1)."""
+
+    def __init__(self, cfg: ScheduleConfig):
+        self.cfg = cfg
+
+    def target(self, round_: int) -> float:
+        raise NotImplementedError
+
+
+class NoPruning(Schedule):
+    def target(self, round_: int) -> float:
+        return 0.0
+
+
+class OneShot(Schedule):
+    def target(self, round_: int) -> float:
+        return self.cfg.target if round_ >= self.cfg.at_round else 0.0
+
+
+class Gradual(Schedule):
+    """Zhu & Gupta 2017 (arXiv 1710.01878): s_t = s_f (1 - (1 - (t - a) / (b - a))^3)."""
+
+    def target(self, round_: int) -> float:
+        start, end = self.cfg.start_round, self.cfg.end_round
+        if round_ < start:
+            return 0.0
+        if round_ >= end:
+            return self.cfg.target
+        progress = (round_ - start) / (end - start)
+        return self.cfg.target * (1.0 - (1.0 - progress) ** 3)
+
+
+SCHEDULES: dict[str, type[Schedule]] = {"none": NoPruning, "oneshot": OneShot, "gradual": Gradual}
+
+
+def schedule_for(cfg: PruningConfig) -> Schedule:
+    return SCHEDULES[cfg.schedule.kind](cfg.schedule)

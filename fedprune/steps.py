@@ -1,0 +1,180 @@
+"""The FL steps as plain functions: plain data in, plain data out, no I/O.
+
+Both engines call these and nothing else for the science: the local engine in one process,
+the Kubeflow components one step per pod.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from fedprune.aggregation import AGGREGATORS, DecodedUpdate
+from fedprune.compression import decode, encode
+from fedprune.config import ExperimentConfig
+from fedprune.data import ImageDataset
+from fedprune.models import build_model
+from fedprune.partition import Partition, partition
+from fedprune.pruning import (
+    Mask,
+    Weights,
+    apply_mask_,
+    full_mask,
+    magnitude_mask,
+    measure_sparsity,
+    prunable_names,
+    schedule_for,
+)
+from fedprune.training import evaluate as evaluate_model
+from fedprune.training import local_train
+
+
+@dataclass
+class GlobalModel:
+    weights: Weights
+    mask: Mask
+
+
+@dataclass(frozen=True)
+class ClientUpdate:
+    client: int
+    num_samples: int
+    payload: bytes
+    train_loss: float
+
+
+@dataclass(frozen=True)
+class RoundMetrics:
+    round: int
+    test_accuracy: float
+    test_loss: float
+    train_loss: float
+    sparsity: float
+    target_sparsity: float
+    nonzero_params: int
+    total_params: int
+    bytes_up: int
+    bytes_down: int
+    seconds: float
+    layer_sparsity: dict[str, float] = field(default_factory=dict)
+
+
+def seed_for(*parts: int) -> int:
+    """A well-mixed 63-bit seed from (experiment seed, round, client, …)."""
+    return int(np.random.SeedSequence(list(parts)).generate_state(1, np.uint64)[0] >> 1)
+
+
+def new_model(cfg: ExperimentConfig, data: ImageDataset) -> nn.Module:
+    return build_model(cfg.model, data.input_shape, data.num_classes, cfg.seed)
+
+
+def partition_data(data: ImageDataset, cfg: ExperimentConfig) -> Partition:
+    return partition(data.y_train.numpy(), cfg.data.num_clients, cfg.data.partition, cfg.seed)
+
+
+def init_global(model: nn.Module, cfg: ExperimentConfig) -> GlobalModel:
+    weights = {name: t.detach().clone() for name, t in model.state_dict().items()}
+    names = prunable_names(weights, cfg.pruning.include_bias_and_norm)
+    return GlobalModel(weights=weights, mask=full_mask(weights, names))
+
+
+def sample_clients(cfg: ExperimentConfig, round_: int) -> list[int]:
+    rng = np.random.default_rng(seed_for(cfg.seed, round_))
+    chosen = rng.choice(cfg.data.num_clients, size=cfg.clients_per_round(), replace=False)
+    return sorted(int(c) for c in chosen)
+
+
+def broadcast(global_model: GlobalModel, cfg: ExperimentConfig) -> bytes:
+    return encode(global_model.weights, global_model.mask, cfg.compression)
+
+
+def train_clients(
+    model: nn.Module,
+    payload: bytes,
+    data: ImageDataset,
+    shards: Partition,
+    clients: list[int],
+    round_: int,
+    cfg: ExperimentConfig,
+) -> list[ClientUpdate]:
+    """Each client decodes the broadcast into the one shared `model`, trains under its mask,
+    prunes locally when placement is `client`, and encodes its model for upload."""
+    target = schedule_for(cfg.pruning).target(round_)
+    updates = []
+    for client in clients:
+        weights, mask = decode(payload)
+        model.load_state_dict(weights)
+        indices = torch.from_numpy(shards[client])
+        generator = torch.Generator().manual_seed(seed_for(cfg.seed, round_, client))
+        loss = local_train(
+            model, mask, data.x_train[indices], data.y_train[indices], cfg.client, generator
+        )
+        local = {name: t.detach() for name, t in model.state_dict().items()}
+        if cfg.pruning.placement == "client" and target > 0:
+            mask = magnitude_mask(local, mask, target, cfg.pruning.scope)
+            apply_mask_(local, mask)
+        upload = encode(local, mask, cfg.compression)
+        updates.append(ClientUpdate(client, len(indices), upload, loss))
+    return updates
+
+
+def aggregate(updates: list[ClientUpdate], cfg: ExperimentConfig) -> GlobalModel:
+    decoded = []
+    for update in updates:
+        weights, mask = decode(update.payload)
+        decoded.append(DecodedUpdate(weights, mask, update.num_samples))
+    weights, mask = AGGREGATORS[cfg.aggregation.method]().aggregate(decoded)
+    return GlobalModel(weights=weights, mask=mask)
+
+
+def server_prune(global_model: GlobalModel, round_: int, cfg: ExperimentConfig) -> GlobalModel:
+    """Prune the aggregated model to the schedule's target (placement `server` only)."""
+    target = schedule_for(cfg.pruning).target(round_)
+    if cfg.pruning.placement != "server" or target == 0:
+        return global_model
+    mask = magnitude_mask(global_model.weights, global_model.mask, target, cfg.pruning.scope)
+    weights = {name: t.clone() for name, t in global_model.weights.items()}
+    apply_mask_(weights, mask)
+    return GlobalModel(weights=weights, mask=mask)
+
+
+def evaluate(
+    model: nn.Module, global_model: GlobalModel, data: ImageDataset, cfg: ExperimentConfig
+):
+    """Test accuracy and loss of the global model, and its sparsity."""
+    model.load_state_dict(global_model.weights)
+    result = evaluate_model(model, data.x_test, data.y_test, cfg.eval.batch_size)
+    return result, measure_sparsity(global_model.weights, global_model.mask)
+
+
+def round_metrics(
+    round_: int,
+    global_model: GlobalModel,
+    model: nn.Module,
+    data: ImageDataset,
+    updates: list[ClientUpdate],
+    download_bytes: int,
+    started: float,
+    cfg: ExperimentConfig,
+) -> RoundMetrics:
+    """Evaluate the new global model and add what the round cost in bytes and seconds."""
+    result, report = evaluate(model, global_model, data, cfg)
+    samples = sum(u.num_samples for u in updates)
+    return RoundMetrics(
+        round=round_,
+        test_accuracy=result.accuracy,
+        test_loss=result.loss,
+        train_loss=sum(u.train_loss * u.num_samples for u in updates) / samples,
+        sparsity=report.sparsity,
+        target_sparsity=schedule_for(cfg.pruning).target(round_),
+        nonzero_params=report.nonzero,
+        total_params=report.total,
+        bytes_up=sum(len(u.payload) for u in updates),
+        bytes_down=download_bytes,
+        seconds=time.perf_counter() - started,
+        layer_sparsity=report.per_layer,
+    )
