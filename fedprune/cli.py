@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -13,6 +15,9 @@ from rich.table import Table
 
 from fedprune.config import ConfigError, load_config
 from fedprune.data import DATASETS, DataError, fetch
+
+if TYPE_CHECKING:
+    from fedprune.steps import RoundMetrics
 
 EXIT_BAD_INPUT = 2
 console = Console()
@@ -42,8 +47,8 @@ class LiveProgress:
     def client_done(self) -> None:
         self.bar.advance(self.task)
 
-    def round_done(self, m) -> None:
-        self.table.add_row(
+    def round_done(self, m: RoundMetrics) -> None:
+        row = (
             str(m.round),
             f"{100 * m.test_accuracy:.2f}",
             f"{m.test_loss:.4f}",
@@ -52,6 +57,9 @@ class LiveProgress:
             f"{m.bytes_down / 1e6:.2f}",
             f"{m.seconds:.1f}",
         )
+        self.table.add_row(*row)
+        if not console.is_terminal:  # logs and CI: a line per round instead of a live redraw
+            console.print("round " + " | ".join(row), highlight=False)
 
     def stop(self) -> None:
         self.live.stop()
@@ -120,6 +128,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # its DB-migration chatter
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         return args.handler(args)
     except (ConfigError, DataError) as error:

@@ -1,0 +1,74 @@
+from pathlib import Path
+
+import pytest
+
+from fedprune.cli import main
+from fedprune.config import ConfigError, load_config, parse_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_quickstart_config_is_valid():
+    cfg = load_config(ROOT / "configs" / "quickstart.yaml")
+    assert cfg.pruning.schedule.target >= 0.8
+    assert cfg.data.dataset == "mnist"
+
+
+def test_unknown_key_is_an_error_naming_it():
+    with pytest.raises(ConfigError, match=r"client\.learning_rate: unknown key"):
+        parse_config({"client": {"learning_rate": 0.1}})
+
+
+def test_bad_choice_names_field_and_allowed_values():
+    with pytest.raises(ConfigError) as error:
+        parse_config({"pruning": {"scope": "everywhere"}})
+    message = str(error.value)
+    assert "pruning.scope" in message
+    assert "'global'" in message and "'layerwise'" in message
+
+
+def test_out_of_range_sparsity_names_field():
+    with pytest.raises(ConfigError, match=r"pruning\.schedule\.target"):
+        parse_config({"pruning": {"schedule": {"kind": "oneshot", "target": 1.5}}})
+
+
+def test_sampling_count_cannot_exceed_clients():
+    with pytest.raises(ConfigError, match="sampling.count"):
+        parse_config({"data": {"num_clients": 5}, "sampling": {"count": 6}})
+
+
+def test_client_placement_requires_mask_aware_aggregation():
+    with pytest.raises(ConfigError, match="mask_aware"):
+        parse_config({"pruning": {"placement": "client"}, "aggregation": {"method": "fedavg"}})
+
+
+def test_clients_per_round():
+    assert (
+        parse_config(
+            {"data": {"num_clients": 20}, "sampling": {"fraction": 0.25}}
+        ).clients_per_round()
+        == 5
+    )
+    assert (
+        parse_config({"data": {"num_clients": 20}, "sampling": {"count": 3}}).clients_per_round()
+        == 3
+    )
+    assert parse_config({"data": {"num_clients": 20}}).clients_per_round() == 20
+
+
+def test_validate_command_reports_errors_with_exit_code_2(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rounds: 0\nmodel:\n  name: resnet\n")
+    assert main(["validate", str(bad)]) == 2
+    out = capsys.readouterr().out
+    assert "rounds" in out and "model.name" in out and "'mlp'" in out
+
+
+def test_validate_command_accepts_quickstart(capsys):
+    assert main(["validate", str(ROOT / "configs" / "quickstart.yaml")]) == 0
+    assert "valid" in capsys.readouterr().out
+
+
+def test_missing_config_file_is_clear():
+    with pytest.raises(ConfigError, match="not found"):
+        load_config("/nonexistent/config.yaml")

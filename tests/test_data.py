@@ -1,0 +1,69 @@
+import gzip
+import struct
+
+import numpy as np
+import pytest
+
+from fedprune.data import DataError, load_dataset, read_idx
+
+
+def write_idx(path, array: np.ndarray, compress: bool = False) -> None:
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(struct.pack(">I", d) for d in array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(data) if compress else data)
+
+
+def fake_dataset(root, name: str, compress: bool, n: int = 50):
+    folder = root / name
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    suffix = ".gz" if compress else ""
+    for prefix, count in (("train", n), ("t10k", n // 5)):
+        write_idx(
+            folder / f"{prefix}-images-idx3-ubyte{suffix}",
+            rng.integers(0, 256, (count, 28, 28)),
+            compress,
+        )
+        write_idx(
+            folder / f"{prefix}-labels-idx1-ubyte{suffix}", rng.integers(0, 10, count), compress
+        )
+
+
+@pytest.mark.parametrize("name,compress", [("mnist", False), ("fashion-mnist", True)])
+def test_loads_raw_and_gzipped_idx(tmp_path, name, compress):
+    fake_dataset(tmp_path, name, compress)
+    data = load_dataset(name, root=tmp_path)
+    assert data.x_train.shape == (50, 1, 28, 28) and data.x_test.shape == (10, 1, 28, 28)
+    assert data.y_train.dtype.is_floating_point is False
+    assert data.input_shape == (1, 28, 28)
+
+
+def test_subset_limits_samples(tmp_path):
+    fake_dataset(tmp_path, "mnist", False)
+    data = load_dataset("mnist", root=tmp_path, train_subset=20, test_subset=3)
+    assert len(data.y_train) == 20 and len(data.y_test) == 3
+
+
+def test_missing_files_say_how_to_fetch(tmp_path):
+    with pytest.raises(DataError, match="fedprune data fetch fashion-mnist"):
+        load_dataset("fashion-mnist", root=tmp_path)
+
+
+def test_unknown_dataset_lists_allowed(tmp_path):
+    with pytest.raises(DataError, match="mnist, fashion-mnist"):
+        load_dataset("cifar10", root=tmp_path)
+
+
+def test_truncated_idx_is_rejected(tmp_path):
+    path = tmp_path / "bad"
+    write_idx(path, np.zeros((4, 2, 2)))
+    path.write_bytes(path.read_bytes()[:-3])
+    with pytest.raises(DataError, match="header says"):
+        read_idx(path)
+
+
+def test_real_mnist_is_complete(mnist_small):
+    full = load_dataset("mnist")
+    assert full.x_train.shape == (60000, 1, 28, 28) and full.x_test.shape == (10000, 1, 28, 28)
+    assert full.num_classes == 10
+    assert abs(float(full.x_train.mean())) < 0.01  # normalised with MNIST's mean and std

@@ -1,0 +1,115 @@
+"""End to end on a real MNIST subset, through the real MLflow (SQLite) and run folder."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from fedprune import engine, steps
+from fedprune.cli import main
+from fedprune.store import model_from_bytes
+
+
+def test_server_pruning_run(make_config, mnist_small):
+    cfg = make_config(
+        pruning={"schedule": {"kind": "oneshot", "target": 0.8, "at_round": 2}},
+    )
+    result = engine.run_experiment(cfg, data=mnist_small)
+
+    assert [m.round for m in result.history] == [1, 2, 3]
+    last = result.history[-1]
+    assert last.test_accuracy > 0.75, "far above the 10% of chance"
+    assert last.sparsity == pytest.approx(0.8, abs=1e-3)
+    assert result.history[0].sparsity == 0.0
+    # sparse payloads: once pruned, each upload is well under half the dense one
+    assert last.bytes_up < 0.5 * result.history[0].bytes_up
+    # one broadcast payload, sent to each of the 4 sampled clients
+    assert last.bytes_down > 0 and last.bytes_down % 4 == 0
+
+    client = MlflowClient(cfg.tracking)
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["pruning.schedule.target"] == "0.8"
+    assert run.data.tags["method"] == "server-oneshot"
+    for metric in ("test_accuracy", "test_loss", "sparsity", "bytes_up", "bytes_down", "seconds"):
+        history = client.get_metric_history(result.run_id, metric)
+        assert sorted(p.step for p in history) == [1, 2, 3], metric
+    artifacts = {a.path for a in client.list_artifacts(result.run_id)}
+    assert {"config.yaml", "model.safetensors", "metrics.json", "plots"} <= artifacts
+
+    folder = result.run_dir
+    assert len(json.loads((folder / "metrics.json").read_text())) == 3
+    weights, mask = model_from_bytes((folder / "model.safetensors").read_bytes())
+    kept = sum(int(m.sum()) for m in mask.values())
+    total = sum(m.numel() for m in mask.values())
+    assert 1 - kept / total == pytest.approx(0.8, abs=1e-3)
+    assert all((weights[n][~m] == 0).all() for n, m in mask.items())
+    assert sorted(p.name for p in (folder / "rounds").iterdir()) == [
+        "round-0001.safetensors",
+        "round-0002.safetensors",
+        "round-0003.safetensors",
+    ]
+
+
+def test_same_seed_same_numbers(make_config, mnist_small):
+    cfg = make_config(rounds=2, pruning={"schedule": {"kind": "oneshot", "target": 0.5}})
+    first = engine.run_experiment(cfg, data=mnist_small).history
+    second = engine.run_experiment(cfg, data=mnist_small).history
+    strip = [(m.test_accuracy, m.test_loss, m.sparsity, m.bytes_up) for m in first]
+    assert strip == [(m.test_accuracy, m.test_loss, m.sparsity, m.bytes_up) for m in second]
+
+
+def test_client_placement_prunes_uploads(make_config, mnist_small):
+    cfg = make_config(
+        rounds=2,
+        data={"partition": {"kind": "dirichlet", "alpha": 0.5}},
+        pruning={
+            "placement": "client",
+            "schedule": {"kind": "oneshot", "target": 0.9, "at_round": 2},
+        },
+    )
+    history = engine.run_experiment(cfg, data=mnist_small).history
+    # every upload is pruned to 90%; the union of four client masks is denser than any one
+    assert history[0].sparsity == 0.0
+    assert 0.5 < history[-1].sparsity <= 0.9
+    # 10% kept at 8 bytes each (index + fp32 value) is ~20% of the dense 4 bytes per weight
+    assert history[-1].bytes_up < 0.25 * history[0].bytes_up
+    assert history[-1].test_accuracy > 0.5
+
+
+def test_failed_round_keeps_last_good_model(make_config, mnist_small, monkeypatch):
+    cfg = make_config(pruning={"schedule": {"kind": "oneshot", "target": 0.5}})
+    real_aggregate = steps.aggregate
+    calls = []
+
+    def failing_aggregate(updates, cfg):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("aggregation node lost")
+        return real_aggregate(updates, cfg)
+
+    monkeypatch.setattr(steps, "aggregate", failing_aggregate)
+    with pytest.raises(RuntimeError, match="node lost"):
+        engine.run_experiment(cfg, data=mnist_small)
+
+    (run_dir,) = list((Path(cfg.store) / "test").iterdir())
+    assert sorted(p.name for p in (run_dir / "rounds").iterdir()) == ["round-0001.safetensors"]
+    weights, mask = model_from_bytes((run_dir / "rounds" / "round-0001.safetensors").read_bytes())
+    assert weights and mask
+    assert len(json.loads((run_dir / "metrics.json").read_text())) == 1
+    assert not (run_dir / "model.safetensors").exists()
+    client = MlflowClient(cfg.tracking)
+    runs = client.search_runs([client.get_experiment_by_name("test").experiment_id])
+    assert [r.info.status for r in runs] == ["FAILED"]
+
+
+def test_cli_run_prints_table_and_summary(make_config, tmp_path, capsys):
+    cfg = make_config(rounds=2, pruning={"schedule": {"kind": "oneshot", "target": 0.8}})
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg.model_dump()))
+    assert main(["run", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "acc %" in out and "MB up" in out
+    assert "run folder:" in out and "mlflow ui --backend-store-uri" in out
