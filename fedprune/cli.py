@@ -6,20 +6,21 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_args
 
 from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from fedprune.config import ConfigError, load_config
-from fedprune.data import DATASETS, DataError, fetch
+from fedprune.config import DataConfig, load_config
+from fedprune.errors import UserError
 
 if TYPE_CHECKING:
     from fedprune.steps import RoundMetrics
 
 EXIT_BAD_INPUT = 2
+DATASETS = get_args(DataConfig.model_fields["dataset"].annotation)
 console = Console()
 
 
@@ -101,6 +102,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_data_fetch(args: argparse.Namespace) -> int:
+    from fedprune.data import fetch
+
     with console.status(f"fetching {args.name}"):
         folder = fetch(args.name)
     console.print(f"{args.name}: ready in {folder}")
@@ -132,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         return args.handler(args)
-    except (ConfigError, DataError) as error:
+    except UserError as error:
         console.print(f"[bold red]error:[/] {error}", highlight=False)
         return EXIT_BAD_INPUT
 

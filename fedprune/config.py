@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from fedprune.errors import UserError
+
 Fraction = Annotated[float, Field(gt=0.0, le=1.0)]
 Sparsity = Annotated[float, Field(ge=0.0, lt=1.0)]
 
@@ -153,7 +155,7 @@ class ExperimentConfig(Strict):
         return max(1, round(fraction * self.data.num_clients))
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A config file that cannot be used; the message lists every offending field."""
 
 

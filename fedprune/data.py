@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fedprune.errors import UserError
+
 SPLITS = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
@@ -63,7 +65,7 @@ SOURCES = {
 DATASETS = tuple(SOURCES)
 
 
-class DataError(RuntimeError):
+class DataError(UserError):
     """Missing or damaged data files; the message says how to get them."""
 
 

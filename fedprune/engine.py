@@ -54,6 +54,7 @@ def run_experiment(
 ) -> RunResult:
     progress = progress or Progress()
     data = data or load_dataset(cfg.data.dataset, None, cfg.data.train_subset, cfg.data.test_subset)
+    shards = steps.partition_data(data, cfg)  # before any run exists: a bad split fails clean
     store_root = Path(cfg.store)
     tracker = Tracker(cfg.tracking, cfg.experiment, store_root / "mlartifacts")
     tags = {
@@ -71,7 +72,6 @@ def run_experiment(
 
     history: list[RoundMetrics] = []
     try:
-        shards = steps.partition_data(data, cfg)
         folder.write_json("partition.json", {"clients": [len(s) for s in shards]})
         model = steps.new_model(cfg, data)
         global_model = steps.init_global(model, cfg)

@@ -11,6 +11,7 @@ from collections.abc import Callable
 import numpy as np
 
 from fedprune.config import PartitionConfig
+from fedprune.errors import UserError
 
 Partition = list[np.ndarray]
 """One sorted array of sample indices per client."""
@@ -18,8 +19,8 @@ Partition = list[np.ndarray]
 MAX_DRAWS = 1000
 
 
-class PartitionError(ValueError):
-    pass
+class PartitionError(UserError):
+    """A partition the data cannot satisfy."""
 
 
 def iid(labels: np.ndarray, num_clients: int, cfg: PartitionConfig, rng) -> Partition:

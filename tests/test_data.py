@@ -67,3 +67,21 @@ def test_real_mnist_is_complete(mnist_small):
     assert full.x_train.shape == (60000, 1, 28, 28) and full.x_test.shape == (10000, 1, 28, 28)
     assert full.num_classes == 10
     assert abs(float(full.x_train.mean())) < 0.01  # normalised with MNIST's mean and std
+
+
+def test_config_and_loaders_know_the_same_datasets():
+    from typing import get_args
+
+    from fedprune.config import DataConfig
+    from fedprune.data import DATASETS
+
+    assert set(get_args(DataConfig.model_fields["dataset"].annotation)) == set(DATASETS)
+
+
+@pytest.mark.slow
+def test_fetch_fashion_mnist_from_debian(tmp_path):
+    from fedprune.data import fetch
+
+    fetch("fashion-mnist", root=tmp_path)
+    data = load_dataset("fashion-mnist", root=tmp_path)
+    assert data.x_train.shape == (60000, 1, 28, 28) and data.num_classes == 10

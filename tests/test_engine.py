@@ -113,3 +113,17 @@ def test_cli_run_prints_table_and_summary(make_config, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "acc %" in out and "MB up" in out
     assert "run folder:" in out and "mlflow ui --backend-store-uri" in out
+
+
+def test_impossible_partition_fails_before_any_run(make_config, mnist_small, tmp_path):
+    from fedprune.errors import UserError
+
+    cfg = make_config(
+        data={
+            "num_clients": 50,
+            "partition": {"kind": "dirichlet", "alpha": 0.01, "min_samples": 100},
+        }
+    )
+    with pytest.raises(UserError, match="min_samples"):
+        engine.run_experiment(cfg, data=mnist_small)
+    assert not (tmp_path / "runs" / "test").exists()
