@@ -21,8 +21,9 @@ class DecodedUpdate:
 
 
 def _sample_weights(updates: Sequence[DecodedUpdate]) -> torch.Tensor:
+    device = next(iter(updates[0].weights.values())).device
     counts = torch.tensor([u.num_samples for u in updates], dtype=torch.float64)
-    return counts / counts.sum()
+    return (counts / counts.sum()).to(device)
 
 
 def _weighted_sum(updates: Sequence[DecodedUpdate], name: str, coef: torch.Tensor):

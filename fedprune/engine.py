@@ -86,7 +86,14 @@ def run_experiment(
                 progress.client_done()
             candidate = steps.server_prune(steps.aggregate(updates, cfg), round_, cfg)
             metrics = steps.round_metrics(
-                round_, candidate, model, data, updates, len(payload) * len(clients), started, cfg
+                round_,
+                candidate,
+                model,
+                data,
+                updates,
+                len(payload) * len(clients),
+                time.perf_counter() - started,
+                cfg,
             )
             folder.save_round(round_, candidate.weights, candidate.mask)
             global_model = candidate

@@ -6,7 +6,6 @@ the Kubeflow components one step per pod.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -122,13 +121,26 @@ def train_clients(
     return updates
 
 
-def aggregate(updates: list[ClientUpdate], cfg: ExperimentConfig) -> GlobalModel:
+def aggregate(
+    updates: list[ClientUpdate], cfg: ExperimentConfig, device: str = "cpu"
+) -> GlobalModel:
+    """Combine the client models, in client order (so every engine sums in the same order),
+    on `device` (a GPU when the aggregation pod has one); the result comes back on the CPU."""
     decoded = []
-    for update in updates:
+    for update in sorted(updates, key=lambda u: u.client):
         weights, mask = decode(update.payload)
-        decoded.append(DecodedUpdate(weights, mask, update.num_samples))
+        decoded.append(
+            DecodedUpdate(
+                {name: t.to(device) for name, t in weights.items()},
+                {name: m.to(device) for name, m in mask.items()},
+                update.num_samples,
+            )
+        )
     weights, mask = AGGREGATORS[cfg.aggregation.method]().aggregate(decoded)
-    return GlobalModel(weights=weights, mask=mask)
+    return GlobalModel(
+        weights={name: t.cpu() for name, t in weights.items()},
+        mask={name: m.cpu() for name, m in mask.items()},
+    )
 
 
 def server_prune(global_model: GlobalModel, round_: int, cfg: ExperimentConfig) -> GlobalModel:
@@ -158,7 +170,7 @@ def round_metrics(
     data: ImageDataset,
     updates: list[ClientUpdate],
     download_bytes: int,
-    started: float,
+    seconds: float,
     cfg: ExperimentConfig,
 ) -> RoundMetrics:
     """Evaluate the new global model and add what the round cost in bytes and seconds."""
@@ -175,6 +187,6 @@ def round_metrics(
         total_params=report.total,
         bytes_up=sum(len(u.payload) for u in updates),
         bytes_down=download_bytes,
-        seconds=time.perf_counter() - started,
+        seconds=seconds,
         layer_sparsity=report.per_layer,
     )
