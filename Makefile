@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONFIG ?= configs/quickstart.yaml
 
-.PHONY: setup data run test test-all lint format clean
+.PHONY: setup data run test test-all lint format clean image image-cuda image-test
 
 setup: $(STAMP)
 
@@ -35,6 +35,21 @@ lint: setup
 format: setup
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# Container images (images/). IMAGE names the CPU image; the CUDA one gets a -cuda tag suffix.
+IMAGE ?= fedprune:0.1.0
+DOCKER ?= docker
+
+image:
+	$(DOCKER) build -f images/Dockerfile -t $(IMAGE) .
+
+image-cuda:
+	$(DOCKER) build -f images/Dockerfile.cuda -t $(IMAGE)-cuda .
+
+# Not in CI (minutes; root for dockerd and debootstrap): builds images/Dockerfile on a base made
+# here by debootstrap and checks the container (images/image-test.sh says what and why).
+image-test: setup
+	images/image-test.sh
 
 clean:
 	rm -rf fedprune-runs .pytest_cache .ruff_cache
