@@ -6,7 +6,7 @@ the Kubeflow components one step per pod.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -60,6 +60,12 @@ class RoundMetrics:
     bytes_down: int
     seconds: float
     layer_sparsity: dict[str, float] = field(default_factory=dict)
+
+    def flat(self) -> dict[str, float]:
+        """MLflow metrics of the round (the round itself is the step)."""
+        values = {k: v for k, v in asdict(self).items() if k not in ("round", "layer_sparsity")}
+        values.update({f"layer_sparsity.{k}": v for k, v in self.layer_sparsity.items()})
+        return values
 
 
 def seed_for(*parts: int) -> int:

@@ -1,0 +1,20 @@
+from kfp.dsl import Artifact, Input, Model, Output
+
+
+def aggregate(
+    config_json: str, message: Input[Artifact], updates: Input[list[Artifact]], model: Output[Model]
+):
+    """Aggregate the round's updates (on the GPU when the pod has one), then server-prune."""
+    import json
+
+    import torch
+
+    from fedprune import steps
+    from fedprune.config import parse_config
+    from fedprune.exchange import read_broadcast, read_updates, write_model
+
+    cfg = parse_config(json.loads(config_json))
+    round_ = read_broadcast(message.path).round
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    combined = steps.aggregate(read_updates([u.path for u in updates]), cfg, device)
+    write_model(model.path, steps.server_prune(combined, round_, cfg))

@@ -1,0 +1,15 @@
+from kfp.dsl import Dataset, Output
+
+
+def partition(config_json: str, shards: Output[Dataset]):
+    """Split the training set over the clients (seeded, so every pod sees the same split)."""
+    import json
+
+    from fedprune import steps
+    from fedprune.config import parse_config
+    from fedprune.data import load_dataset
+    from fedprune.exchange import write_partition
+
+    cfg = parse_config(json.loads(config_json))
+    data = load_dataset(cfg.data.dataset, None, cfg.data.train_subset, cfg.data.test_subset)
+    write_partition(shards.path, steps.partition_data(data, cfg))

@@ -1,0 +1,84 @@
+"""Files that carry one step's output to the next step's pod (Kubeflow artifacts).
+
+Formats are plain and safe to load: JSON for indices and metadata, safetensors and the
+payload bytes of `fedprune.compression` for models. Nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fedprune.partition import Partition
+from fedprune.steps import ClientUpdate, GlobalModel
+from fedprune.store import model_bytes, model_from_bytes
+
+
+def write_partition(path: str | Path, shards: Partition) -> None:
+    Path(path).write_text(json.dumps([s.tolist() for s in shards]))
+
+
+def read_partition(path: str | Path) -> Partition:
+    return [np.asarray(s, dtype=np.int64) for s in json.loads(Path(path).read_text())]
+
+
+def write_model(path: str | Path, model: GlobalModel) -> None:
+    Path(path).write_bytes(model_bytes(model.weights, model.mask))
+
+
+def read_model(path: str | Path) -> GlobalModel:
+    weights, mask = model_from_bytes(Path(path).read_bytes())
+    return GlobalModel(weights=weights, mask=mask)
+
+
+@dataclass(frozen=True)
+class Broadcast:
+    """What the server sends in a round: the encoded global model and who trains on it."""
+
+    round: int
+    clients: list[int]
+    payload: bytes
+    started: float
+    """Wall clock (epoch seconds) when the round began, for the round's duration."""
+
+    def group(self, index: int, size: int) -> list[int]:
+        return self.clients[index * size : (index + 1) * size]
+
+
+def write_broadcast(folder: str | Path, broadcast: Broadcast) -> None:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "payload.safetensors").write_bytes(broadcast.payload)
+    meta = {"round": broadcast.round, "clients": broadcast.clients, "started": broadcast.started}
+    (folder / "round.json").write_text(json.dumps(meta))
+
+
+def read_broadcast(folder: str | Path) -> Broadcast:
+    folder = Path(folder)
+    meta = json.loads((folder / "round.json").read_text())
+    return Broadcast(payload=(folder / "payload.safetensors").read_bytes(), **meta)
+
+
+def write_updates(folder: str | Path, updates: list[ClientUpdate]) -> None:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for update in updates:
+        (folder / f"client-{update.client:06d}.safetensors").write_bytes(update.payload)
+    meta = [
+        {"client": u.client, "num_samples": u.num_samples, "train_loss": u.train_loss}
+        for u in updates
+    ]
+    (folder / "updates.json").write_text(json.dumps(meta))
+
+
+def read_updates(folders: list[str | Path]) -> list[ClientUpdate]:
+    """All client updates of a round, from every group's folder, in client order."""
+    updates = []
+    for folder in map(Path, folders):
+        for meta in json.loads((folder / "updates.json").read_text()):
+            payload = (folder / f"client-{meta['client']:06d}.safetensors").read_bytes()
+            updates.append(ClientUpdate(payload=payload, **meta))
+    return sorted(updates, key=lambda u: u.client)

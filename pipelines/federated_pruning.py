@@ -1,0 +1,140 @@
+"""The Kubeflow pipeline of one experiment, built from its config.
+
+KFP v2 cannot loop over state, so the rounds are unrolled at compile time: each round is a
+sub-pipeline (broadcast → ParallelFor over client groups → Collected updates → aggregate →
+evaluate) whose output model feeds the next round. Aggregation asks for a GPU node; client
+groups get CPU/memory requests, retries and a timeout; credentials come from a Kubernetes
+Secret by name, so no value is ever written into the compiled YAML.
+"""
+
+import math
+from pathlib import Path
+
+from kfp import compiler, dsl, kubernetes, local
+from kfp.dsl import Dataset, Input, Model
+from kfp.dsl.base_component import BaseComponent
+from kfp.dsl.pipeline_task import PipelineTask
+
+from components import build
+from components.aggregate.component import aggregate
+from components.broadcast.component import broadcast
+from components.evaluate.component import evaluate
+from components.finalise.component import finalise
+from components.init_model.component import init_model
+from components.partition.component import partition
+from components.setup.component import setup
+from components.train.component import train_group
+from fedprune.config import ExperimentConfig, ResourcesConfig
+
+
+def group_count(cfg: ExperimentConfig) -> int:
+    return math.ceil(cfg.clients_per_round() / cfg.kubeflow.clients_per_pod)
+
+
+def _pod(task: PipelineTask, cfg: ExperimentConfig, resources: ResourcesConfig, timeout_s: int):
+    """Settings every pod gets: resources, a deadline, credentials by reference, no caching
+    (steps log to MLflow, so a cached step would silently skip its logging)."""
+    task.set_cpu_request(resources.cpu_request).set_cpu_limit(resources.cpu_limit)
+    task.set_memory_request(resources.memory_request).set_memory_limit(resources.memory_limit)
+    task.set_caching_options(False)
+    kubernetes.set_timeout(task, timeout_s)
+    kubernetes.use_secret_as_env(task, cfg.kubeflow.credentials_secret, cfg.kubeflow.secret_env)
+    return task
+
+
+def _on_gpu(task: PipelineTask, cfg: ExperimentConfig) -> None:
+    gpu = cfg.kubeflow.aggregator
+    task.set_accelerator_type(gpu.accelerator_type).set_accelerator_limit(gpu.accelerator_limit)
+    for key, value in gpu.node_selector.items():
+        kubernetes.add_node_selector(task, key, value)
+    for toleration in gpu.tolerations:
+        kubernetes.add_toleration(
+            task, toleration.key, toleration.operator, toleration.value, toleration.effect
+        )
+
+
+def build_pipeline(cfg: ExperimentConfig) -> BaseComponent:
+    kf = cfg.kubeflow
+    step = {f.__name__: build(f, kf.image) for f in (setup, partition, init_model, broadcast)}
+    step |= {f.__name__: build(f, kf.image) for f in (train_group, aggregate, evaluate, finalise)}
+    light = ResourcesConfig(
+        cpu_request="500m", cpu_limit="1", memory_request="1Gi", memory_limit="2Gi"
+    )
+    groups = list(range(group_count(cfg)))
+
+    @dsl.pipeline(name="fl-round", description="One federated round.")
+    def fl_round(
+        config_json: str,
+        run_id: str,
+        round_: int,
+        global_model: Input[Model],
+        shards: Input[Dataset],
+    ) -> Model:
+        sent = step["broadcast"](config_json=config_json, global_model=global_model, round_=round_)
+        _pod(sent.set_display_name("broadcast"), cfg, light, kf.client_timeout_s)
+        with dsl.ParallelFor(items=groups, parallelism=kf.parallelism) as group:
+            trained = step["train_group"](
+                config_json=config_json,
+                message=sent.outputs["message"],
+                shards=shards,
+                group=group,
+            )
+            _pod(trained, cfg, kf.client_resources, kf.client_timeout_s)
+            trained.set_retry(num_retries=kf.client_retries, backoff_duration="30s")
+        combined = step["aggregate"](
+            config_json=config_json,
+            message=sent.outputs["message"],
+            updates=dsl.Collected(trained.outputs["updates"]),
+        )
+        _pod(combined, cfg, kf.aggregator.resources, kf.aggregator.timeout_s)
+        if kf.aggregator.device == "gpu":
+            _on_gpu(combined, cfg)
+        scored = step["evaluate"](
+            config_json=config_json,
+            run_id=run_id,
+            message=sent.outputs["message"],
+            updates=dsl.Collected(trained.outputs["updates"]),  # one Collected per consumer
+            model=combined.outputs["model"],
+        )
+        _pod(scored, cfg, kf.client_resources, kf.client_timeout_s)
+        return combined.outputs["model"]
+
+    @dsl.pipeline(
+        name=f"fedprune-{cfg.experiment}",
+        description=f"Federated pruning: {cfg.rounds} rounds, {cfg.data.num_clients} clients.",
+    )
+    def federated_pruning(config_json: str = cfg.model_dump_json()) -> Model:
+        run = _pod(step["setup"](config_json=config_json), cfg, light, kf.client_timeout_s)
+        shards = step["partition"](config_json=config_json)
+        _pod(shards, cfg, light, kf.client_timeout_s)
+        model = step["init_model"](config_json=config_json)
+        _pod(model, cfg, light, kf.client_timeout_s)
+        current = model.outputs["model"]
+        for round_ in range(1, cfg.rounds + 1):
+            task = fl_round(
+                config_json=config_json,
+                run_id=run.output,
+                round_=round_,
+                global_model=current,
+                shards=shards.outputs["shards"],
+            ).set_display_name(f"round {round_}")
+            current = task.output
+        final = step["finalise"](config_json=config_json, run_id=run.output, model=current)
+        _pod(final, cfg, light, kf.client_timeout_s)
+        return final.outputs["final_model"]
+
+    return federated_pruning
+
+
+def compile_pipeline(cfg: ExperimentConfig, path: str | Path) -> Path:
+    compiler.Compiler().compile(build_pipeline(cfg), str(path))
+    return Path(path)
+
+
+def run_locally(cfg: ExperimentConfig, pipeline_root: str | Path) -> Path:
+    """Run the pipeline with `kfp.local` in this Python environment; returns the final model.
+
+    Kubernetes-only settings (resources, GPU, secrets) do not apply locally."""
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root))
+    result = build_pipeline(cfg)()
+    return Path(result.output.path)
