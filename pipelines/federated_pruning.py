@@ -39,6 +39,7 @@ def _pod(task: PipelineTask, cfg: ExperimentConfig, resources: ResourcesConfig, 
     task.set_caching_options(False)
     kubernetes.set_timeout(task, timeout_s)
     kubernetes.use_secret_as_env(task, cfg.kubeflow.credentials_secret, cfg.kubeflow.secret_env)
+    kubernetes.add_pod_label(task, "fedprune.io/pipeline", "true")  # NetworkPolicies admit these
     return task
 
 

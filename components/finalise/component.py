@@ -5,6 +5,8 @@ def finalise(config_json: str, run_id: str, model: Input[Model], final_model: Ou
     """Publish the last round's model as the run's final model and close the MLflow run."""
     import json
     import shutil
+    import tempfile
+    from pathlib import Path
 
     from fedprune.config import parse_config
     from fedprune.tracking import tracker_for
@@ -12,5 +14,8 @@ def finalise(config_json: str, run_id: str, model: Input[Model], final_model: Ou
     cfg = parse_config(json.loads(config_json))
     shutil.copyfile(model.path, final_model.path)
     tracker = tracker_for(cfg).attach(run_id)
-    tracker.log_artifact(model.path)
+    with tempfile.TemporaryDirectory() as folder:
+        named = Path(folder) / "model.safetensors"  # the name the local engine's runs use
+        shutil.copyfile(model.path, named)
+        tracker.log_artifact(named)
     tracker.finish()

@@ -1,0 +1,144 @@
+"""The pipeline compiled by the real kfp compiler, read back and inspected."""
+
+import yaml
+from kfp import components
+
+from fedprune.config import parse_config
+from pipelines.federated_pruning import compile_pipeline, group_count
+
+SECRET_VALUES = ("minio-root-password", "s3cr3t-value", "AKIAEXAMPLE")
+
+
+def compiled(tmp_path, **overrides):
+    raw = {"rounds": 3, "data": {"num_clients": 20}, "sampling": {"count": 10}}
+    raw["kubeflow"] = {"clients_per_pod": 4, "parallelism": 3, **overrides}
+    cfg = parse_config(raw)
+    path = compile_pipeline(cfg, tmp_path / "pipeline.yaml")
+    pipeline_spec, platform_spec = yaml.safe_load_all(path.read_text())
+    return cfg, path, pipeline_spec, platform_spec["platforms"]["kubernetes"]
+
+
+def executors_of(spec: dict, component: str) -> list[str]:
+    return [
+        name for name in spec["deploymentSpec"]["executors"] if name.startswith(f"exec-{component}")
+    ]
+
+
+def test_loads_back_with_kfp(tmp_path):
+    cfg, path, spec, _ = compiled(tmp_path)
+    loaded = components.load_component_from_file(str(path))
+    assert loaded.name == "fedprune-default"
+    assert spec["root"]["inputDefinitions"]["parameters"]["config_json"]["defaultValue"]
+
+
+def test_rounds_and_groups_are_unrolled(tmp_path):
+    cfg, _, spec, _ = compiled(tmp_path)
+    assert group_count(cfg) == 3  # 10 clients per round, 4 per pod
+    rounds = [
+        t
+        for t in spec["root"]["dag"]["tasks"].values()
+        if t["componentRef"]["name"].startswith("comp-fl-round")
+    ]
+    assert len(rounds) == cfg.rounds
+    round_dag = spec["components"]["comp-fl-round"]["dag"]["tasks"]
+    (loop,) = [t for name, t in round_dag.items() if name.startswith("for-loop")]
+    assert loop["parameterIterator"]["items"]["raw"] == "[0, 1, 2]"
+    assert loop["iteratorPolicy"]["parallelismLimit"] == 3
+    # tasks a round expands to: broadcast + 3 groups + aggregate + evaluate
+    assert {"broadcast", "aggregate", "evaluate"} <= set(round_dag)
+
+
+def test_only_aggregate_asks_for_a_gpu(tmp_path):
+    _, _, spec, platform = compiled(tmp_path)
+    executors = spec["deploymentSpec"]["executors"]
+    for name, executor in executors.items():
+        resources = executor["container"].get("resources", {})
+        has_gpu = "accelerator" in resources
+        assert has_gpu == name.startswith("exec-aggregate"), name
+    k8s = platform["deploymentSpec"]["executors"]
+    for name, settings in k8s.items():
+        is_aggregate = name.startswith("exec-aggregate")
+        assert ("nodeSelector" in settings) == is_aggregate, name
+        assert ("tolerations" in settings) == is_aggregate, name
+    assert len(executors_of(spec, "aggregate")) == 3  # one per unrolled round
+    for name in executors_of(spec, "aggregate"):
+        assert k8s[name]["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
+        assert k8s[name]["tolerations"][0]["key"] == "nvidia.com/gpu"
+        gpu = executors[name]["container"]["resources"]["accelerator"]
+        assert gpu["resourceType"] == "nvidia.com/gpu" and int(gpu["resourceCount"]) == 1
+
+
+def test_cpu_aggregation_asks_for_no_gpu(tmp_path):
+    _, path, spec, platform = compiled(tmp_path, aggregator={"device": "cpu"})
+    executors = spec["deploymentSpec"]["executors"].values()
+    assert all("accelerator" not in e["container"].get("resources", {}) for e in executors)
+    assert all("tolerations" not in s for s in platform["deploymentSpec"]["executors"].values())
+
+
+def test_client_tasks_have_resources_retries_timeout_and_secret(tmp_path):
+    cfg, _, spec, platform = compiled(
+        tmp_path, client_resources={"cpu_limit": "3", "memory_limit": "6Gi"}
+    )
+    train = executors_of(spec, "train-group")[0]
+    resources = spec["deploymentSpec"]["executors"][train]["container"]["resources"]
+    assert resources["cpuLimit"] == 3 and resources["memoryLimit"] == 6.442450944
+    round_dag = spec["components"]["comp-fl-round"]["dag"]["tasks"]
+    loop_component = next(t for n, t in round_dag.items() if n.startswith("for-loop"))[
+        "componentRef"
+    ]["name"]
+    train_task = spec["components"][loop_component]["dag"]["tasks"]["train-group"]
+    assert train_task["retryPolicy"]["maxRetryCount"] == cfg.kubeflow.client_retries
+    settings = platform["deploymentSpec"]["executors"][train]
+    assert int(settings["activeDeadlineSeconds"]) == cfg.kubeflow.client_timeout_s
+    (secret,) = settings["secretAsEnv"]
+    assert secret["secretName"] == "fedprune-credentials"
+    assert {m["envVar"] for m in secret["keyToEnv"]} >= {
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+    }
+
+
+def test_no_credential_values_in_yaml(tmp_path, monkeypatch):
+    for value, name in zip(
+        SECRET_VALUES,
+        ("MINIO_ROOT_PASSWORD", "AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID"),
+        strict=True,
+    ):
+        monkeypatch.setenv(name, value)
+    _, path, _, _ = compiled(tmp_path)
+    text = path.read_text()
+    assert not any(value in text for value in SECRET_VALUES)
+
+
+def test_hundred_clients_fifty_rounds_compiles(tmp_path):
+    import time
+
+    cfg = parse_config(
+        {"rounds": 50, "data": {"num_clients": 100}, "kubeflow": {"clients_per_pod": 10}}
+    )
+    started = time.perf_counter()
+    path = compile_pipeline(cfg, tmp_path / "big.yaml")
+    seconds = time.perf_counter() - started
+    spec = next(yaml.safe_load_all(path.read_text()))
+    rounds = [
+        t
+        for t in spec["root"]["dag"]["tasks"].values()
+        if t["componentRef"]["name"].startswith("comp-fl-round")
+    ]
+    assert len(rounds) == 50 and group_count(cfg) == 10
+    print(
+        f"\n100 clients × 50 rounds: {50 * (10 + 3) + 4} tasks at run time, compiled in {seconds:.1f} s, "
+        f"{path.stat().st_size / 1e3:.0f} kB"
+    )
+
+
+def test_core_never_imports_kfp():
+    import subprocess
+    import sys
+
+    modules = ["fedprune." + m for m in ("cli", "engine", "steps", "exchange", "tracking", "store")]
+    code = f"import sys, {', '.join(modules)}; print(sorted(m for m in sys.modules if m.startswith(('kfp', 'kubernetes'))))"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"

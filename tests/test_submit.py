@@ -1,0 +1,150 @@
+"""`fedprune submit | schedule` against a local HTTP server that records what the real
+kfp.Client sends (the KFP v2beta1 REST API), on 127.0.0.1."""
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fedprune.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class FakeKfp(BaseHTTPRequestHandler):
+    """Answers like the KFP API server, just enough for the calls fedprune makes."""
+
+    requests: list[dict] = []
+    fail_with: int | None = None
+
+    def _reply(self, status: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _handle(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        body = json.loads(raw) if raw else None
+        self.requests.append({"method": self.command, "path": self.path, "body": body})
+        path = self.path.split("?")[0]
+        if path == "/apis/v2beta1/healthz":
+            return self._reply(200, {"multi_user": False})
+        if self.fail_with and self.command == "POST":
+            return self._reply(self.fail_with, {"error": "quota exceeded", "code": 8})
+        if path == "/apis/v2beta1/experiments" and self.command == "GET":
+            return self._reply(200, {"experiments": []})
+        if path == "/apis/v2beta1/experiments":
+            return self._reply(
+                200, {"experiment_id": "exp-1", "display_name": body["display_name"]}
+            )
+        if path == "/apis/v2beta1/runs":
+            return self._reply(200, {"run_id": "run-42", "display_name": body["display_name"]})
+        if path == "/apis/v2beta1/recurringruns" and self.command == "POST":
+            return self._reply(200, {"recurring_run_id": "rr-7", **body})
+        if path == "/apis/v2beta1/recurringruns":
+            item = {
+                "recurring_run_id": "rr-7",
+                "display_name": "nightly",
+                "status": "ENABLED",
+                "trigger": {"cron_schedule": {"cron": "0 0 2 * * *"}},
+            }
+            return self._reply(200, {"recurringRuns": [item], "total_size": 1})
+        if path.endswith(":disable") or self.command == "DELETE":
+            return self._reply(200, {})
+        return self._reply(404, {"error": f"no route {path}"})
+
+    do_GET = do_POST = do_DELETE = _handle
+
+    def log_message(self, *args) -> None:  # keep pytest output clean
+        pass
+
+
+@pytest.fixture
+def kfp_host():
+    FakeKfp.requests = []
+    FakeKfp.fail_with = None
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeKfp)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def config(tmp_path) -> Path:
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump({"experiment": "nightly-mnist", "rounds": 2}))
+    return path
+
+
+def posted(path: str) -> list[dict]:
+    return [r for r in FakeKfp.requests if r["method"] == "POST" and r["path"].startswith(path)]
+
+
+def test_submit_uploads_pipeline_and_starts_run(kfp_host, config, capsys):
+    assert main(["submit", str(config), "--host", kfp_host]) == 0
+    (experiment,) = posted("/apis/v2beta1/experiments")
+    assert experiment["body"]["display_name"] == "nightly-mnist"
+    (run,) = posted("/apis/v2beta1/runs")
+    assert run["body"]["experiment_id"] == "exp-1"
+    spec = run["body"]["pipeline_spec"]["pipeline_spec"]
+    assert spec["pipelineInfo"]["name"] == "fedprune-nightly-mnist"
+    assert "comp-fl-round-2" in spec["components"]  # the compiled, unrolled pipeline travelled
+    platform = run["body"]["pipeline_spec"]["platform_spec"]["platforms"]["kubernetes"]
+    assert "exec-aggregate" in platform["deploymentSpec"]["executors"]  # GPU settings travelled
+    out = capsys.readouterr().out
+    assert "run-42" in out and f"{kfp_host}/#/runs/details/run-42" in out
+
+
+def test_schedule_creates_recurring_run(kfp_host, config, capsys):
+    args = ["schedule", str(config), "--host", kfp_host, "--cron", "0 0 2 * * *"]
+    assert main([*args, "--max-concurrency", "2", "--no-catchup"]) == 0
+    (recurring,) = posted("/apis/v2beta1/recurringruns")
+    body = recurring["body"]
+    assert body["trigger"]["cron_schedule"]["cron"] == "0 0 2 * * *"
+    assert body["max_concurrency"] == "2" or body["max_concurrency"] == 2
+    assert body["no_catchup"] is True
+    assert body["mode"] == "ENABLE"
+    assert (
+        body["pipeline_spec"]["pipeline_spec"]["pipelineInfo"]["name"] == "fedprune-nightly-mnist"
+    )
+    assert "rr-7" in capsys.readouterr().out
+
+
+def test_schedule_list_pause_delete(kfp_host, capsys):
+    assert main(["schedule", "list", "--host", kfp_host]) == 0
+    assert "rr-7" in capsys.readouterr().out
+    assert main(["schedule", "pause", "rr-7", "--host", kfp_host]) == 0
+    assert posted("/apis/v2beta1/recurringruns/rr-7:disable")
+    assert main(["schedule", "delete", "rr-7", "--host", kfp_host]) == 0
+    assert [r for r in FakeKfp.requests if r["method"] == "DELETE"][0]["path"] == (
+        "/apis/v2beta1/recurringruns/rr-7"
+    )
+
+
+def test_bad_cron_is_refused_before_any_request(kfp_host, config, capsys):
+    assert main(["schedule", str(config), "--host", kfp_host, "--cron", "0 2 * * *"]) == 2
+    assert "6, seconds first" in capsys.readouterr().out
+    assert FakeKfp.requests == []
+
+
+def test_http_error_is_a_clear_message(kfp_host, config, capsys):
+    FakeKfp.fail_with = 500
+    assert main(["submit", str(config), "--host", kfp_host]) == 2
+    out = capsys.readouterr().out
+    assert "answered 500" in out and "quota exceeded" in out
+    assert "Traceback" not in out
+
+
+def test_unreachable_host_is_a_clear_message(config, capsys):
+    assert main(["submit", str(config), "--host", "http://127.0.0.1:9"]) == 2
+    out = capsys.readouterr().out
+    assert "cannot reach Kubeflow Pipelines at http://127.0.0.1:9" in out
