@@ -1,9 +1,10 @@
-"""`fedprune` command line: run, validate, data fetch."""
+"""`fedprune` command line: run, validate, compare, data fetch."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, get_args
@@ -13,7 +14,7 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from fedprune.config import DataConfig, load_config
+from fedprune.config import DataConfig, ExperimentConfig, load_config
 from fedprune.errors import UserError
 
 if TYPE_CHECKING:
@@ -72,7 +73,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     view = LiveProgress()
     try:
-        result = run_experiment(cfg, progress=view)
+        result = run_experiment(cfg, progress=view, resume=args.resume)
     finally:
         view.stop()
     last = result.history[-1]
@@ -85,7 +86,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"({last.nonzero_params:,} of {last.total_params:,} parameters non-zero), "
         f"{uploaded:.2f} MB uploaded, {downloaded:.2f} MB downloaded"
     )
-    console.print(f"run folder: {result.run_dir}")
+    console.print(f"artifacts: {result.location}")
     console.print(f"MLflow run {result.run_id}: {result.ui_hint}")
     return 0
 
@@ -98,6 +99,38 @@ def cmd_validate(args: argparse.Namespace) -> int:
         f"model {cfg.model.name}, pruning {cfg.pruning.schedule.kind} "
         f"to {100 * cfg.pruning.schedule.target:.0f}% on the {cfg.pruning.placement}"
     )
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from fedprune.compare import summarise
+    from fedprune.plots import plot_lines
+
+    runs = summarise(args.tracking, args.experiment, args.metric, args.target)
+    title = args.experiment or "all experiments"
+    table = Table(title=f"{title}: runs by final {args.metric}", show_edge=False)
+    columns = ("run", "method", "sparsity", "final", "best", "MB up", f"to {args.target:g}")
+    for column in (*columns, "wall s"):
+        justify = "left" if column in ("run", "method") else "right"
+        table.add_column(column, justify=justify, no_wrap=True)
+    for r in runs:
+        table.add_row(
+            r.run_id[:8],
+            r.method,
+            f"{r.target_sparsity:.2f}",
+            f"{r.final:.4f}",
+            f"{r.best:.4f}",
+            f"{r.mb_uploaded:.2f}",
+            "-" if r.rounds_to_target is None else str(r.rounds_to_target),
+            f"{r.wall_s:.1f}",
+        )
+    console.print(table)
+    lines = {
+        f"{r.run_id[:8]} {r.method} {r.target_sparsity:.0%}": (r.cumulative_mb, r.curve)
+        for r in runs
+    }
+    plot_lines(lines, "cumulative MB uploaded", args.metric, title, args.plot)
+    console.print(f"plot: {args.plot}")
     return 0
 
 
@@ -115,12 +148,28 @@ def parser() -> argparse.ArgumentParser:
         prog="fedprune", description="Federated learning with model pruning."
     )
     sub = root.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run an experiment locally (embedded store and MLflow)")
+    run = sub.add_parser("run", help="run an experiment with the local engine")
     run.add_argument("config", type=Path)
+    run.add_argument(
+        "--resume", metavar="RUN_ID", help="continue this run from its last published round"
+    )
     run.set_defaults(handler=cmd_run)
     validate = sub.add_parser("validate", help="check a config file without running it")
     validate.add_argument("config", type=Path)
     validate.set_defaults(handler=cmd_validate)
+    compare = sub.add_parser("compare", help="table and plot of finished runs from MLflow")
+    compare.add_argument("--experiment", help="only this experiment (default: all)")
+    compare.add_argument("--metric", default="test_accuracy")
+    compare.add_argument(
+        "--target", type=float, default=0.9, help="count the rounds until the metric reaches this"
+    )
+    compare.add_argument(
+        "--tracking",
+        default=os.environ.get("MLFLOW_TRACKING_URI", ExperimentConfig().tracking),
+        help="MLflow URI (default: $MLFLOW_TRACKING_URI, else the embedded database)",
+    )
+    compare.add_argument("--plot", type=Path, default=Path("compare.png"))
+    compare.set_defaults(handler=cmd_compare)
     data = sub.add_parser("data", help="data sets")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     fetch_cmd = data_sub.add_parser("fetch", help="obtain a data set into $FEDPRUNE_DATA")

@@ -118,6 +118,30 @@ class EvalConfig(Strict):
     batch_size: Annotated[int, Field(ge=1)] = 1000
 
 
+class S3Config(Strict):
+    """Where `store: s3://BUCKET/PREFIX` lives. Credentials are never read from here: they come
+    from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN if set)."""
+
+    endpoint: str | None = None
+    """host:port of the S3 or MinIO server, e.g. `minio:9000` (no scheme: see `secure`)."""
+    region: str | None = None
+    secure: bool = True
+    """TLS (https). Set false for a plain-http MinIO inside the cluster."""
+    retries: Annotated[int, Field(ge=0)] = 5
+    """Transient errors (connection, 5xx) are retried this often with exponential backoff."""
+    backoff_s: Annotated[float, Field(ge=0.0)] = 0.2
+    timeout_s: Annotated[float, Field(gt=0.0)] = 60.0
+
+    @model_validator(mode="after")
+    def _host_port(self) -> S3Config:
+        if self.endpoint is not None and "://" in self.endpoint:
+            raise ValueError(
+                f"s3.endpoint '{self.endpoint}' must be host:port without a scheme "
+                "(use s3.secure for TLS)"
+            )
+        return self
+
+
 class ExperimentConfig(Strict):
     experiment: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")] = "default"
     seed: int = 0
@@ -131,7 +155,9 @@ class ExperimentConfig(Strict):
     aggregation: AggregationConfig = AggregationConfig()
     eval: EvalConfig = EvalConfig()
     store: str = "fedprune-runs"
-    """Root folder of run folders: `<store>/<experiment>/<run>/`."""
+    """Artifact store: a local folder, or `s3://BUCKET/PREFIX` (see `s3`). Each run keeps its
+    artifacts under `<store>/<experiment>/<run id>/`."""
+    s3: S3Config = S3Config()
     tracking: str = "sqlite:///fedprune-runs/mlflow.db"
 
     @model_validator(mode="after")
@@ -146,6 +172,8 @@ class ExperimentConfig(Strict):
                 "pruning.placement 'client' needs aggregation.method 'mask_aware' "
                 "(plain averaging would shrink every weight a client pruned)"
             )
+        if self.store.startswith("s3://") and self.s3.endpoint is None:
+            raise ValueError("s3.endpoint is required when store is s3://… (e.g. minio:9000)")
         return self
 
     def clients_per_round(self) -> int:

@@ -14,24 +14,37 @@ import matplotlib.pyplot as plt  # noqa: E402
 from fedprune.steps import RoundMetrics  # noqa: E402
 
 
+def plot_lines(
+    lines: dict[str, tuple[list[float], list[float]]],
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    path: Path,
+) -> Path:
+    """One figure, one line per entry (label → x, y); a legend only when there are several."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, (x, y) in lines.items():
+        ax.plot(x, y, marker="o", label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if len(lines) > 1:
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def plot_run(history: list[RoundMetrics], folder: Path, title: str) -> list[Path]:
-    rounds = [m.round for m in history]
+    rounds = [float(m.round) for m in history]
     accuracy = [100 * m.test_accuracy for m in history]
     uploaded = [b / 1e6 for b in accumulate(m.bytes_up for m in history)]
-    paths = []
-    for name, x, label in (
-        ("accuracy_vs_round.png", rounds, "round"),
-        ("accuracy_vs_mb_uploaded.png", uploaded, "cumulative MB uploaded"),
-    ):
-        fig, ax = plt.subplots(figsize=(6, 4))
-        ax.plot(x, accuracy, marker="o")
-        ax.set_xlabel(label)
-        ax.set_ylabel("test accuracy (%)")
-        ax.set_title(title)
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        path = folder / name
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        paths.append(path)
-    return paths
+    return [
+        plot_lines({title: (x, accuracy)}, label, "test accuracy (%)", title, folder / name)
+        for name, x, label in (
+            ("accuracy_vs_round.png", rounds, "round"),
+            ("accuracy_vs_mb_uploaded.png", uploaded, "cumulative MB uploaded"),
+        )
+    ]

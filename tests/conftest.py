@@ -7,6 +7,8 @@ import pytest
 from fedprune.config import ExperimentConfig, parse_config
 from fedprune.data import ImageDataset, load_dataset
 
+pytest_plugins = ["tests.services"]  # real S3 and MLflow servers
+
 
 @pytest.fixture(scope="session")
 def mnist_small() -> ImageDataset:

@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 
 from fedprune import engine, steps
 from fedprune.cli import main
-from fedprune.store import model_from_bytes
+from fedprune.store import LocalBackend, RunStore, model_from_bytes
 
 
 def test_server_pruning_run(make_config, mnist_small):
@@ -39,18 +39,20 @@ def test_server_pruning_run(make_config, mnist_small):
     artifacts = {a.path for a in client.list_artifacts(result.run_id)}
     assert {"config.yaml", "model.safetensors", "metrics.json", "plots"} <= artifacts
 
-    folder = result.run_dir
+    folder = Path(result.location)
     assert len(json.loads((folder / "metrics.json").read_text())) == 3
     weights, mask = model_from_bytes((folder / "model.safetensors").read_bytes())
     kept = sum(int(m.sum()) for m in mask.values())
     total = sum(m.numel() for m in mask.values())
     assert 1 - kept / total == pytest.approx(0.8, abs=1e-3)
     assert all((weights[n][~m] == 0).all() for n, m in mask.items())
-    assert sorted(p.name for p in (folder / "rounds").iterdir()) == [
-        "round-0001.safetensors",
-        "round-0002.safetensors",
-        "round-0003.safetensors",
-    ]
+    assert sorted(p.name for p in (folder / "rounds").iterdir()) == ["0001", "0002", "0003"]
+    assert {p.name for p in (folder / "rounds" / "0003").iterdir()} == {
+        "model.safetensors",
+        "updates.json",
+        "metrics.json",
+        "manifest.json",
+    }
 
 
 def test_same_seed_same_numbers(make_config, mnist_small):
@@ -95,10 +97,12 @@ def test_failed_round_keeps_last_good_model(make_config, mnist_small, monkeypatc
         engine.run_experiment(cfg, data=mnist_small)
 
     (run_dir,) = list((Path(cfg.store) / "test").iterdir())
-    assert sorted(p.name for p in (run_dir / "rounds").iterdir()) == ["round-0001.safetensors"]
-    weights, mask = model_from_bytes((run_dir / "rounds" / "round-0001.safetensors").read_bytes())
+    store = RunStore(LocalBackend(cfg.store), "test", run_dir.name)
+    assert store.published_rounds() == [1]
+    objects = store.load_round(1)
+    weights, mask = model_from_bytes(objects["model.safetensors"])
     assert weights and mask
-    assert len(json.loads((run_dir / "metrics.json").read_text())) == 1
+    assert len(json.loads(objects["metrics.json"])) == 1
     assert not (run_dir / "model.safetensors").exists()
     client = MlflowClient(cfg.tracking)
     runs = client.search_runs([client.get_experiment_by_name("test").experiment_id])
@@ -112,7 +116,7 @@ def test_cli_run_prints_table_and_summary(make_config, tmp_path, capsys):
     assert main(["run", str(path)]) == 0
     out = capsys.readouterr().out
     assert "acc %" in out and "MB up" in out
-    assert "run folder:" in out and "mlflow ui --backend-store-uri" in out
+    assert "artifacts:" in out and "mlflow ui --backend-store-uri" in out
 
 
 def test_impossible_partition_fails_before_any_run(make_config, mnist_small, tmp_path):
