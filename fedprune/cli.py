@@ -16,6 +16,7 @@ from rich.table import Table
 
 from fedprune.config import DataConfig, ExperimentConfig, load_config
 from fedprune.errors import UserError
+from fedprune.kubeflow_cli import add_kubeflow_commands
 
 if TYPE_CHECKING:
     from fedprune.steps import RoundMetrics
@@ -175,6 +176,7 @@ def parser() -> argparse.ArgumentParser:
     fetch_cmd = data_sub.add_parser("fetch", help="obtain a data set into $FEDPRUNE_DATA")
     fetch_cmd.add_argument("name", choices=DATASETS)
     fetch_cmd.set_defaults(handler=cmd_data_fetch)
+    add_kubeflow_commands(sub)
     return root
 
 

@@ -59,6 +59,8 @@ class ClientConfig(Strict):
     weight_decay: Annotated[float, Field(ge=0.0)] = 0.0
     prox_mu: Annotated[float, Field(ge=0.0)] = 0.0
     """FedProx μ (Li et al. 2020): 0 is plain FedAvg local training."""
+    vectorize: bool = False
+    """Train a round's clients together (torch.func.vmap); same results within float noise."""
 
 
 class SamplingConfig(Strict):
@@ -107,7 +109,12 @@ class PruningConfig(Strict):
 
 class CompressionConfig(Strict):
     encoding: Literal["dense", "sparse"] = "sparse"
-    values: Literal["fp32", "fp16"] = "fp32"
+    values: Literal["fp32", "fp16", "int8"] = "fp32"
+    """Value precision on the wire; int8 has one scale per tensor, error ≤ max|w|/127."""
+    stochastic_rounding: bool = False
+    """int8 only: round up or down at random (seeded), unbiased in expectation."""
+    values_only_downloads: bool = True
+    """A client that holds the broadcast's mask (same content hash) downloads values only."""
 
 
 class AggregationConfig(Strict):
@@ -116,6 +123,61 @@ class AggregationConfig(Strict):
 
 class EvalConfig(Strict):
     batch_size: Annotated[int, Field(ge=1)] = 1000
+
+
+class ResourcesConfig(Strict):
+    """Kubernetes requests and limits of one pod (quantities as Kubernetes writes them)."""
+
+    cpu_request: str = "1"
+    cpu_limit: str = "2"
+    memory_request: str = "2Gi"
+    memory_limit: str = "4Gi"
+
+
+class TolerationConfig(Strict):
+    key: str
+    operator: Literal["Equal", "Exists"] = "Exists"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = "NoSchedule"
+
+
+class AggregatorConfig(Strict):
+    """Where the aggregation pods run: a GPU node (the default) or any CPU node."""
+
+    device: Literal["gpu", "cpu"] = "gpu"
+    accelerator_type: str = "nvidia.com/gpu"
+    accelerator_limit: Annotated[int, Field(ge=1)] = 1
+    node_selector: dict[str, str] = {"nvidia.com/gpu.present": "true"}
+    tolerations: list[TolerationConfig] = [TolerationConfig(key="nvidia.com/gpu")]
+    resources: ResourcesConfig = ResourcesConfig(memory_request="4Gi", memory_limit="16Gi")
+    timeout_s: Annotated[int, Field(ge=1)] = 3600
+
+
+class KubeflowConfig(Strict):
+    """How the experiment runs as a Kubeflow pipeline (ignored by `fedprune run`)."""
+
+    image: str = "fedprune:0.1.0"
+    """The project image every component runs in (its `base_image`)."""
+    clients_per_pod: Annotated[int, Field(ge=1)] = 10
+    """Clients trained one after another in one pod: 1,000 clients need not mean 1,000 pods."""
+    parallelism: Annotated[int, Field(ge=1)] = 10
+    """At most this many client pods of a round run at once."""
+    client_resources: ResourcesConfig = ResourcesConfig()
+    client_retries: Annotated[int, Field(ge=0)] = 2
+    client_timeout_s: Annotated[int, Field(ge=1)] = 3600
+    aggregator: AggregatorConfig = AggregatorConfig()
+    service_account: str | None = "fedprune-pipeline"
+    """Kubernetes ServiceAccount of the run's pods (the chart creates `fedprune-pipeline`);
+    null leaves KFP's default (`pipeline-runner`)."""
+    credentials_secret: str = "fedprune-credentials"
+    """Kubernetes Secret mounted as environment variables; values never enter the YAML."""
+    secret_env: dict[str, str] = {
+        "s3-access-key": "AWS_ACCESS_KEY_ID",
+        "s3-secret-key": "AWS_SECRET_ACCESS_KEY",
+        "mlflow-username": "MLFLOW_TRACKING_USERNAME",
+        "mlflow-password": "MLFLOW_TRACKING_PASSWORD",
+    }
+    """Secret key → environment variable, for every component."""
 
 
 class S3Config(Strict):
@@ -159,6 +221,7 @@ class ExperimentConfig(Strict):
     artifacts under `<store>/<experiment>/<run id>/`."""
     s3: S3Config = S3Config()
     tracking: str = "sqlite:///fedprune-runs/mlflow.db"
+    kubeflow: KubeflowConfig = KubeflowConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> ExperimentConfig:

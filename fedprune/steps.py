@@ -30,6 +30,7 @@ from fedprune.pruning import (
 )
 from fedprune.training import evaluate as evaluate_model
 from fedprune.training import local_train
+from fedprune.vectorized import train_together
 
 
 @dataclass
@@ -106,24 +107,33 @@ def train_clients(
     round_: int,
     cfg: ExperimentConfig,
 ) -> list[ClientUpdate]:
-    """Each client decodes the broadcast into the one shared `model`, trains under its mask,
-    prunes locally when placement is `client`, and encodes its model for upload."""
+    """Each client starts from the decoded broadcast, trains under its mask (one after another
+    in the one shared `model`, or all together with `client.vectorize`), prunes locally when
+    placement is `client`, and encodes its model for upload."""
+    weights, mask = decode(payload)
+    generators = [
+        torch.Generator().manual_seed(seed_for(cfg.seed, round_, client)) for client in clients
+    ]
+    shard_rows = [torch.from_numpy(shards[client]) for client in clients]
+    if cfg.client.vectorize:
+        trained, losses = train_together(
+            model, weights, mask, data.x_train, data.y_train, shard_rows, generators, cfg.client
+        )
+    else:
+        trained, losses = [], []
+        for rows, generator in zip(shard_rows, generators, strict=True):
+            model.load_state_dict(weights)
+            x, y = data.x_train[rows], data.y_train[rows]
+            losses.append(local_train(model, mask, x, y, cfg.client, generator))
+            trained.append({name: t.detach().clone() for name, t in model.state_dict().items()})
     target = schedule_for(cfg.pruning).target(round_)
     updates = []
-    for client in clients:
-        weights, mask = decode(payload)
-        model.load_state_dict(weights)
-        indices = torch.from_numpy(shards[client])
-        generator = torch.Generator().manual_seed(seed_for(cfg.seed, round_, client))
-        loss = local_train(
-            model, mask, data.x_train[indices], data.y_train[indices], cfg.client, generator
-        )
-        local = {name: t.detach() for name, t in model.state_dict().items()}
+    for client, rows, local, loss in zip(clients, shard_rows, trained, losses, strict=True):
+        kept = mask
         if cfg.pruning.placement == "client" and target > 0:
-            mask = magnitude_mask(local, mask, target, cfg.pruning.scope)
-            apply_mask_(local, mask)
-        upload = encode(local, mask, cfg.compression)
-        updates.append(ClientUpdate(client, len(indices), upload, loss))
+            kept = magnitude_mask(local, mask, target, cfg.pruning.scope)
+            apply_mask_(local, kept)
+        updates.append(ClientUpdate(client, len(rows), encode(local, kept, cfg.compression), loss))
     return updates
 
 

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from fedprune.config import ExperimentConfig, flatten
 from fedprune.errors import UserError
 
 BATCH = 100
@@ -128,7 +129,30 @@ class Tracker:
             path.write_bytes(data)
             self.log_artifact(path, folder)
 
+    def attach(self, run_id: str) -> Tracker:
+        """Log into a run another process opened (each Kubeflow step is its own pod)."""
+        self.run_id = run_id
+        return self
+
     def ui_hint(self) -> str:
         if self.uri.startswith(("http://", "https://")):
             return f"open {self.uri}"
         return f"mlflow ui --backend-store-uri {self.uri}  (then open http://127.0.0.1:5000)"
+
+
+def tracker_for(cfg: ExperimentConfig) -> Tracker:
+    return Tracker(cfg.tracking, cfg.experiment, Path(cfg.store) / "mlartifacts")
+
+
+def open_run(cfg: ExperimentConfig, engine: str) -> Tracker:
+    """Start the experiment's MLflow run: params = flattened config, tags for filtering."""
+    tracker = tracker_for(cfg)
+    tags = {
+        "dataset": cfg.data.dataset,
+        "partition": cfg.data.partition.kind,
+        "model": cfg.model.name,
+        "method": f"{cfg.pruning.placement}-{cfg.pruning.schedule.kind}",
+        "engine": engine,
+    }
+    tracker.start(f"{cfg.experiment}-s{cfg.seed}", flatten(cfg), tags)
+    return tracker

@@ -98,6 +98,7 @@ def submit(
             run_name=run_name or f"{cfg.experiment}-s{cfg.seed}",
             experiment_name=experiment or cfg.experiment,
             namespace=namespace,
+            service_account=cfg.kubeflow.service_account,
         )
     return Submitted(result.run_id, f"{host.rstrip('/')}/#/runs/details/{result.run_id}")
 
@@ -126,6 +127,7 @@ def schedule(
             no_catchup=not catchup,
             pipeline_package_path=_compiled(cfg, folder),
             enabled=True,
+            service_account=cfg.kubeflow.service_account,
         )
     rid = recurring.recurring_run_id
     return Submitted(rid, f"{host.rstrip('/')}/#/recurringrun/details/{rid}")

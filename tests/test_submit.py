@@ -95,6 +95,7 @@ def test_submit_uploads_pipeline_and_starts_run(kfp_host, config, capsys):
     assert experiment["body"]["display_name"] == "nightly-mnist"
     (run,) = posted("/apis/v2beta1/runs")
     assert run["body"]["experiment_id"] == "exp-1"
+    assert run["body"]["service_account"] == "fedprune-pipeline"  # the chart's account
     spec = run["body"]["pipeline_spec"]["pipeline_spec"]
     assert spec["pipelineInfo"]["name"] == "fedprune-nightly-mnist"
     assert "comp-fl-round-2" in spec["components"]  # the compiled, unrolled pipeline travelled
