@@ -47,14 +47,14 @@ class LiveProgress:
         self.task = self.bar.add_task("clients", total=rounds * clients_per_round)
         self.live.start()
 
-    def client_done(self) -> None:
-        self.bar.advance(self.task)
+    def client_done(self, count: int = 1) -> None:
+        self.bar.advance(self.task, count)
 
     def round_done(self, m: RoundMetrics) -> None:
         row = (
             str(m.round),
-            f"{100 * m.test_accuracy:.2f}",
-            f"{m.test_loss:.4f}",
+            f"{100 * m.test_accuracy:.2f}" if m.tested else "-",
+            f"{m.test_loss:.4f}" if m.tested else "-",
             f"{100 * m.sparsity:.1f}",
             f"{m.bytes_up / 1e6:.2f}",
             f"{m.bytes_down / 1e6:.2f}",

@@ -123,6 +123,15 @@ class AggregationConfig(Strict):
 
 class EvalConfig(Strict):
     batch_size: Annotated[int, Field(ge=1)] = 1000
+    every: Annotated[int, Field(ge=1)] = 1
+    """Test the global model every N rounds (and always after the last round)."""
+
+
+class EngineConfig(Strict):
+    """The local engine (`fedprune run`); the Kubeflow engine parallelises by pods instead."""
+
+    workers: Annotated[int, Field(ge=1)] = 1
+    """Processes that train a round's clients in parallel (each with cores / workers threads)."""
 
 
 class ResourcesConfig(Strict):
@@ -216,11 +225,15 @@ class ExperimentConfig(Strict):
     compression: CompressionConfig = CompressionConfig()
     aggregation: AggregationConfig = AggregationConfig()
     eval: EvalConfig = EvalConfig()
+    engine: EngineConfig = EngineConfig()
     store: str = "fedprune-runs"
     """Artifact store: a local folder, or `s3://BUCKET/PREFIX` (see `s3`). Each run keeps its
     artifacts under `<store>/<experiment>/<run id>/`."""
     s3: S3Config = S3Config()
     tracking: str = "sqlite:///fedprune-runs/mlflow.db"
+    init_from: Literal["scratch", "latest"] = "scratch"
+    """`latest`: start from the newest global model any run of this experiment published to
+    the store (warm start for scheduled runs); `scratch`: fresh seeded weights."""
     kubeflow: KubeflowConfig = KubeflowConfig()
 
     @model_validator(mode="after")

@@ -11,22 +11,23 @@ published round's global weights, mask and metrics history are the whole state o
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import yaml
+from torch import nn
 
 from fedprune import steps
 from fedprune.config import ExperimentConfig, flatten
 from fedprune.data import ImageDataset, load_dataset
-from fedprune.plots import plot_run
-from fedprune.steps import GlobalModel, RoundMetrics
-from fedprune.store import RunStore, StoreError, model_bytes, model_from_bytes, open_backend
-from fedprune.tracking import Tracker
+from fedprune.parallel import ClientPool
+from fedprune.partition import Partition
+from fedprune.publish import finish, initial_model, round_objects
+from fedprune.steps import ClientUpdate, GlobalModel, RoundMetrics
+from fedprune.store import RunStore, StoreError, model_from_bytes, open_backend
+from fedprune.tracking import start_run, tracker_for
 
 
 @dataclass(frozen=True)
@@ -42,44 +43,8 @@ class Progress:
     """Callbacks the CLI uses to show progress; all optional."""
 
     def start(self, rounds: int, clients_per_round: int) -> None: ...
-    def client_done(self) -> None: ...
+    def client_done(self, count: int = 1) -> None: ...
     def round_done(self, metrics: RoundMetrics) -> None: ...
-
-
-def flat_metrics(m: RoundMetrics) -> dict[str, float]:
-    values = {
-        k: v for k, v in dataclasses.asdict(m).items() if k not in ("round", "layer_sparsity")
-    }
-    values.update({f"layer_sparsity.{k}": v for k, v in m.layer_sparsity.items()})
-    return values
-
-
-def local_artifact_root(cfg: ExperimentConfig) -> Path:
-    """MLflow artifacts of an embedded (SQLite) tracking store live beside its database."""
-    if cfg.tracking.startswith("sqlite:///"):
-        return Path(cfg.tracking.removeprefix("sqlite:///")).parent / "mlartifacts"
-    return Path(cfg.store) / "mlartifacts"
-
-
-def round_objects(
-    global_model: GlobalModel, updates: list[steps.ClientUpdate], history: list[RoundMetrics]
-) -> dict[str, bytes]:
-    """What a round publishes: the new global model, what each client sent, and the metrics
-    history so far (the state a resume continues from)."""
-    summaries = [
-        {
-            "client": u.client,
-            "num_samples": u.num_samples,
-            "bytes": len(u.payload),
-            "train_loss": u.train_loss,
-        }
-        for u in updates
-    ]
-    return {
-        "model.safetensors": model_bytes(global_model.weights, global_model.mask),
-        "updates.json": json.dumps(summaries, indent=2).encode(),
-        "metrics.json": json.dumps([dataclasses.asdict(m) for m in history], indent=2).encode(),
-    }
 
 
 def resume_state(
@@ -110,6 +75,25 @@ def resume_state(
     return GlobalModel(weights, mask), history
 
 
+def train_round(
+    model: nn.Module,
+    pool: ClientPool | None,
+    payload: bytes,
+    data: ImageDataset,
+    shards: Partition,
+    clients: list[int],
+    round_: int,
+    cfg: ExperimentConfig,
+) -> Iterator[list[ClientUpdate]]:
+    """The round's client updates in client order, in batches as they finish: one client at
+    a time in this process, all at once when vectorised, or from the worker pool."""
+    if pool is not None:
+        yield from ([update] for update in pool.train(payload, clients, round_))
+        return
+    for group in [clients] if cfg.client.vectorize else [[c] for c in clients]:
+        yield steps.train_clients(model, payload, data, shards, group, round_, cfg)
+
+
 def run_experiment(
     cfg: ExperimentConfig,
     data: ImageDataset | None = None,
@@ -121,23 +105,17 @@ def run_experiment(
     data = data or load_dataset(cfg.data.dataset, None, cfg.data.train_subset, cfg.data.test_subset)
     shards = steps.partition_data(data, cfg)  # before any run exists: a bad split fails clean
     backend = open_backend(cfg.store, cfg.s3)  # credentials, bucket, endpoint: fail clean too
-    tracker = Tracker(cfg.tracking, cfg.experiment, local_artifact_root(cfg))
+    tracker = tracker_for(cfg)
     model = steps.new_model(cfg, data)
     if resume:
         store = RunStore(backend, cfg.experiment, resume)
         restored, history = resume_state(store, cfg)
         tracker.reopen(resume)
     else:
-        tags = {
-            "dataset": cfg.data.dataset,
-            "partition": cfg.data.partition.kind,
-            "model": cfg.model.name,
-            "method": f"{cfg.pruning.placement}-{cfg.pruning.schedule.kind}",
-        }
-        run_id = tracker.start(f"{cfg.experiment}-s{cfg.seed}", flatten(cfg), tags)
-        store = RunStore(backend, cfg.experiment, run_id)
+        store = RunStore(backend, cfg.experiment, start_run(tracker, cfg, engine="local"))
         restored, history = None, []
 
+    pool = ClientPool(cfg, data, shards) if cfg.engine.workers > 1 else None
     try:
         if not resume:
             config_yaml = yaml.safe_dump(cfg.model_dump(), sort_keys=False).encode()
@@ -146,22 +124,29 @@ def run_experiment(
                 "partition.json", json.dumps({"clients": [len(s) for s in shards]}).encode()
             )
             tracker.log_bytes("config.yaml", config_yaml)
-        global_model = restored or steps.init_global(model, cfg)
-        logged = tracker.logged_steps("test_accuracy")  # a kill can fall between store and MLflow
+        if restored is None:
+            global_model, source = initial_model(backend, model, cfg)
+            tracker.set_tag("init_from", source)
+        else:
+            global_model = restored
+        logged = tracker.logged_steps("sparsity")  # a kill can fall between store and MLflow
         for metrics in history:
             if metrics.round not in logged:
-                tracker.log_metrics(flat_metrics(metrics), step=metrics.round)
+                tracker.log_metrics(metrics.flat(), step=metrics.round)
         progress.start(cfg.rounds - len(history), cfg.clients_per_round())
         for metrics in history:
             progress.round_done(metrics)
+        held: dict[int, str] = {}  # client → mask_id it last received (a resume forgets: full)
         for round_ in range(len(history) + 1, cfg.rounds + 1):
             started = time.perf_counter()
             clients = steps.sample_clients(cfg, round_)
             payload = steps.broadcast(global_model, cfg)
+            sent = steps.downloads(global_model, payload, clients, held, cfg)
+            held |= dict.fromkeys(clients, sent.mask_id)
             updates = []
-            for client in clients:
-                updates += steps.train_clients(model, payload, data, shards, [client], round_, cfg)
-                progress.client_done()
+            for batch in train_round(model, pool, payload, data, shards, clients, round_, cfg):
+                updates += batch
+                progress.client_done(len(batch))
             candidate = steps.server_prune(steps.aggregate(updates, cfg), round_, cfg)
             metrics = steps.round_metrics(
                 round_,
@@ -169,38 +154,21 @@ def run_experiment(
                 model,
                 data,
                 updates,
-                len(payload) * len(clients),
+                sent,
                 time.perf_counter() - started,
                 cfg,
             )
             store.publish_round(round_, round_objects(candidate, updates, [*history, metrics]))
             global_model = candidate
             history.append(metrics)
-            tracker.log_metrics(flat_metrics(metrics), step=round_)
+            tracker.log_metrics(metrics.flat(), step=round_)
             progress.round_done(metrics)
         finish(store, tracker, global_model, history, cfg)
     except BaseException as error:
         tracker.abandon("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
         raise
+    finally:
+        if pool is not None:
+            pool.close()
     tracker.finish()
     return RunResult(store.run_id, store.location, history, tracker.ui_hint())
-
-
-def finish(
-    store: RunStore,
-    tracker: Tracker,
-    global_model: GlobalModel,
-    history: list[RoundMetrics],
-    cfg: ExperimentConfig,
-) -> None:
-    """Publish the final model, metrics and plots (manifest last) and log them to MLflow."""
-    final = {
-        "model.safetensors": model_bytes(global_model.weights, global_model.mask),
-        "metrics.json": json.dumps([dataclasses.asdict(m) for m in history], indent=2).encode(),
-    }
-    with tempfile.TemporaryDirectory() as scratch:
-        for plot in plot_run(history, Path(scratch), f"{cfg.experiment} ({store.run_id[:8]})"):
-            final[plot.name] = plot.read_bytes()
-    store.publish("", final, rounds=len(history))
-    for name, data in final.items():
-        tracker.log_bytes(name, data, "plots" if name.endswith(".png") else None)

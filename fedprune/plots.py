@@ -38,9 +38,11 @@ def plot_lines(
 
 
 def plot_run(history: list[RoundMetrics], folder: Path, title: str) -> list[Path]:
-    rounds = [float(m.round) for m in history]
-    accuracy = [100 * m.test_accuracy for m in history]
-    uploaded = [b / 1e6 for b in accumulate(m.bytes_up for m in history)]
+    cumulative_mb = [b / 1e6 for b in accumulate(m.bytes_up for m in history)]
+    tested = [(m, mb) for m, mb in zip(history, cumulative_mb, strict=True) if m.tested]
+    rounds = [float(m.round) for m, _ in tested]
+    accuracy = [100 * m.test_accuracy for m, _ in tested]
+    uploaded = [mb for _, mb in tested]
     return [
         plot_lines({title: (x, accuracy)}, label, "test accuracy (%)", title, folder / name)
         for name, x, label in (

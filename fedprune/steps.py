@@ -6,6 +6,7 @@ the Kubeflow components one step per pod.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -13,7 +14,7 @@ import torch
 from torch import nn
 
 from fedprune.aggregation import AGGREGATORS, DecodedUpdate
-from fedprune.compression import decode, encode
+from fedprune.compression import decode, encode, encode_values, floor_bits, mask_id
 from fedprune.config import ExperimentConfig
 from fedprune.data import ImageDataset
 from fedprune.models import build_model
@@ -28,8 +29,8 @@ from fedprune.pruning import (
     prunable_names,
     schedule_for,
 )
+from fedprune.training import Evaluation, local_train
 from fedprune.training import evaluate as evaluate_model
-from fedprune.training import local_train
 from fedprune.vectorized import train_together
 
 
@@ -61,12 +62,27 @@ class RoundMetrics:
     bytes_down: int
     seconds: float
     layer_sparsity: dict[str, float] = field(default_factory=dict)
+    floor_bytes_up: float = 0.0
+    """Entropy floor of the uploads: Σ N·H(density) mask bits + value bits, in bytes."""
+    floor_bytes_down: float = 0.0
+    """The same for the downloads (a values-only download's floor has no mask bits)."""
+    floor_ratio_up: float = 0.0
+    """bytes_up / floor_bytes_up: how close the real payloads come to the floor."""
+    floor_ratio_down: float = 0.0
+    values_only_downloads: int = 0
+    """Clients that held the broadcast's mask and so downloaded its values only."""
 
     def flat(self) -> dict[str, float]:
-        """MLflow metrics of the round (the round itself is the step)."""
+        """MLflow metrics of the round (the round itself is the step); a round that was not
+        tested (`eval.every`) has no accuracy or loss."""
         values = {k: v for k, v in asdict(self).items() if k not in ("round", "layer_sparsity")}
         values.update({f"layer_sparsity.{k}": v for k, v in self.layer_sparsity.items()})
-        return values
+        return {k: v for k, v in values.items() if not math.isnan(v)}
+
+    @property
+    def tested(self) -> bool:
+        """False on rounds that `eval.every` skipped."""
+        return not math.isnan(self.test_accuracy)
 
 
 def seed_for(*parts: int) -> int:
@@ -95,7 +111,50 @@ def sample_clients(cfg: ExperimentConfig, round_: int) -> list[int]:
 
 
 def broadcast(global_model: GlobalModel, cfg: ExperimentConfig) -> bytes:
-    return encode(global_model.weights, global_model.mask, cfg.compression)
+    return encode(global_model.weights, global_model.mask, cfg.compression, cfg.seed)
+
+
+@dataclass(frozen=True)
+class Downloads:
+    """What a round's clients download: the full broadcast (mask + values), or, for a client
+    that already holds the broadcast's mask (same `mask_id`), the values alone. Both payloads
+    carry the same values, so every client decodes the same model."""
+
+    full: bytes
+    values: bytes | None
+    full_clients: int
+    values_clients: int
+    mask_id: str
+
+    @property
+    def bytes(self) -> int:
+        return len(self.full) * self.full_clients + len(self.values or b"") * self.values_clients
+
+    @property
+    def floor_bytes(self) -> float:
+        full = floor_bits(self.full) * self.full_clients
+        return (full + (floor_bits(self.values) * self.values_clients if self.values else 0)) / 8
+
+
+def downloads(
+    global_model: GlobalModel,
+    payload: bytes,
+    clients: list[int],
+    held: dict[int, str],
+    cfg: ExperimentConfig,
+) -> Downloads:
+    """Who downloads what, given `payload` (the full broadcast) and `held`, the `mask_id` each
+    client last received (the caller's record of client state; after the round every sampled
+    client holds `Downloads.mask_id`)."""
+    current = mask_id(global_model.mask)
+    reuse = cfg.compression.values_only_downloads and cfg.compression.encoding == "sparse"
+    holders = sum(held.get(c) == current for c in clients) if reuse else 0
+    values = (
+        encode_values(global_model.weights, global_model.mask, cfg.compression, cfg.seed)
+        if holders
+        else None
+    )
+    return Downloads(payload, values, len(clients) - holders, holders, current)
 
 
 def train_clients(
@@ -133,7 +192,8 @@ def train_clients(
         if cfg.pruning.placement == "client" and target > 0:
             kept = magnitude_mask(local, mask, target, cfg.pruning.scope)
             apply_mask_(local, kept)
-        updates.append(ClientUpdate(client, len(rows), encode(local, kept, cfg.compression), loss))
+        upload = encode(local, kept, cfg.compression, seed_for(cfg.seed, round_, client))
+        updates.append(ClientUpdate(client, len(rows), upload, loss))
     return updates
 
 
@@ -172,11 +232,14 @@ def server_prune(global_model: GlobalModel, round_: int, cfg: ExperimentConfig) 
 
 def evaluate(
     model: nn.Module, global_model: GlobalModel, data: ImageDataset, cfg: ExperimentConfig
-):
-    """Test accuracy and loss of the global model, and its sparsity."""
+) -> Evaluation:
+    """Test accuracy and loss of the global model."""
     model.load_state_dict(global_model.weights)
-    result = evaluate_model(model, data.x_test, data.y_test, cfg.eval.batch_size)
-    return result, measure_sparsity(global_model.weights, global_model.mask)
+    return evaluate_model(model, data.x_test, data.y_test, cfg.eval.batch_size)
+
+
+def is_test_round(round_: int, cfg: ExperimentConfig) -> bool:
+    return round_ % cfg.eval.every == 0 or round_ == cfg.rounds
 
 
 def round_metrics(
@@ -185,13 +248,22 @@ def round_metrics(
     model: nn.Module,
     data: ImageDataset,
     updates: list[ClientUpdate],
-    download_bytes: int,
+    download_bytes: int | Downloads,
     seconds: float,
     cfg: ExperimentConfig,
 ) -> RoundMetrics:
-    """Evaluate the new global model and add what the round cost in bytes and seconds."""
-    result, report = evaluate(model, global_model, data, cfg)
+    """Evaluate the new global model (on test rounds) and add what the round cost in bytes
+    and seconds. A bare download count (a caller that does not track downloads) leaves the
+    download floor unknown (NaN, so not logged)."""
+    untested = Evaluation(accuracy=math.nan, loss=math.nan)
+    result = evaluate(model, global_model, data, cfg) if is_test_round(round_, cfg) else untested
+    report = measure_sparsity(global_model.weights, global_model.mask)
     samples = sum(u.num_samples for u in updates)
+    bytes_up = sum(len(u.payload) for u in updates)
+    floor_up = sum(floor_bits(u.payload) for u in updates) / 8
+    sent = download_bytes if isinstance(download_bytes, Downloads) else None
+    bytes_down = sent.bytes if sent else int(download_bytes)  # type: ignore[arg-type]
+    floor_down = sent.floor_bytes if sent else math.nan
     return RoundMetrics(
         round=round_,
         test_accuracy=result.accuracy,
@@ -201,8 +273,13 @@ def round_metrics(
         target_sparsity=schedule_for(cfg.pruning).target(round_),
         nonzero_params=report.nonzero,
         total_params=report.total,
-        bytes_up=sum(len(u.payload) for u in updates),
-        bytes_down=download_bytes,
+        bytes_up=bytes_up,
+        bytes_down=bytes_down,
         seconds=seconds,
         layer_sparsity=report.per_layer,
+        floor_bytes_up=floor_up,
+        floor_bytes_down=floor_down,
+        floor_ratio_up=bytes_up / floor_up if floor_up else math.nan,
+        floor_ratio_down=bytes_down / floor_down if floor_down else math.nan,
+        values_only_downloads=sent.values_clients if sent else 0,
     )

@@ -21,6 +21,7 @@ import json
 import os
 import re
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -294,7 +295,8 @@ class RunStore:
         return out
 
     def publish_round(self, round_: int, objects: dict[str, bytes]) -> None:
-        self.publish(round_folder(round_), objects, round=round_)
+        """`published_at` lets warm starts find an experiment's newest model across runs."""
+        self.publish(round_folder(round_), objects, round=round_, published_at=time.time())
 
     def load_round(self, round_: int) -> dict[str, bytes]:
         return self.load(round_folder(round_))

@@ -129,6 +129,10 @@ class Tracker:
             path.write_bytes(data)
             self.log_artifact(path, folder)
 
+    def set_tag(self, key: str, value: str) -> None:
+        with tracking_errors(self.uri):
+            self.client.set_tag(self.run_id, key, value)
+
     def attach(self, run_id: str) -> Tracker:
         """Log into a run another process opened (each Kubeflow step is its own pod)."""
         self.run_id = run_id
@@ -141,12 +145,16 @@ class Tracker:
 
 
 def tracker_for(cfg: ExperimentConfig) -> Tracker:
-    return Tracker(cfg.tracking, cfg.experiment, Path(cfg.store) / "mlartifacts")
+    """MLflow artifacts of an embedded (SQLite) tracking store live beside its database."""
+    if cfg.tracking.startswith("sqlite:///"):
+        root = Path(cfg.tracking.removeprefix("sqlite:///")).parent / "mlartifacts"
+    else:
+        root = Path(cfg.store) / "mlartifacts"
+    return Tracker(cfg.tracking, cfg.experiment, root)
 
 
-def open_run(cfg: ExperimentConfig, engine: str) -> Tracker:
+def start_run(tracker: Tracker, cfg: ExperimentConfig, engine: str) -> str:
     """Start the experiment's MLflow run: params = flattened config, tags for filtering."""
-    tracker = tracker_for(cfg)
     tags = {
         "dataset": cfg.data.dataset,
         "partition": cfg.data.partition.kind,
@@ -154,5 +162,4 @@ def open_run(cfg: ExperimentConfig, engine: str) -> Tracker:
         "method": f"{cfg.pruning.placement}-{cfg.pruning.schedule.kind}",
         "engine": engine,
     }
-    tracker.start(f"{cfg.experiment}-s{cfg.seed}", flatten(cfg), tags)
-    return tracker
+    return tracker.start(f"{cfg.experiment}-s{cfg.seed}", flatten(cfg), tags)

@@ -1,12 +1,14 @@
 """The compiled pipeline, run by kfp.local in this environment, against the local engine."""
 
 import time
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from fedprune import engine, steps
 from fedprune.exchange import read_model
+from fedprune.pruning import measure_sparsity
 from pipelines.federated_pruning import run_locally
 
 
@@ -29,10 +31,22 @@ def test_kfp_local_matches_local_engine(make_config, mnist_small, tmp_path):
 
     # Same steps, same seeds, same summation order: the numbers are identical, not just close.
     final = read_model(final_path)
-    accuracy, report = steps.evaluate(steps.new_model(cfg, mnist_small), final, mnist_small, cfg)
+    accuracy = steps.evaluate(steps.new_model(cfg, mnist_small), final, mnist_small, cfg)
     assert accuracy.accuracy == local.history[-1].test_accuracy
     assert accuracy.loss == local.history[-1].test_loss
+    report = measure_sparsity(final.weights, final.mask)
     assert report.sparsity == local.history[-1].sparsity == pytest.approx(0.8, abs=1e-3)
+
+    # Both runs published the same rounds to the store, down to the bytes of each model.
+    runs = {p.name: p for p in (Path(cfg.store) / cfg.experiment).iterdir()}
+    kfp_run = next(r for name, r in runs.items() if name != local.run_id)
+    for name in (
+        "rounds/0001/model.safetensors",
+        "rounds/0002/model.safetensors",
+        "model.safetensors",
+    ):
+        assert (kfp_run / name).read_bytes() == (runs[local.run_id] / name).read_bytes(), name
+    assert (kfp_run / "manifest.json").exists()  # finalise published the run's final outputs
 
     client = MlflowClient(cfg.tracking)
     runs = client.search_runs(

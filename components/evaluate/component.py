@@ -9,7 +9,8 @@ def evaluate(
     model: Input[Model],
     metrics: Output[Metrics],
 ):
-    """Test the round's global model; log the round to MLflow and to the KFP UI."""
+    """Test the round's global model, publish the round to the store (as the local engine
+    does), and log it to MLflow and the KFP UI."""
     import json
     import time
 
@@ -17,21 +18,27 @@ def evaluate(
     from fedprune.config import parse_config
     from fedprune.data import load_dataset
     from fedprune.exchange import read_broadcast, read_model, read_updates
+    from fedprune.publish import history_until, round_objects, run_store
     from fedprune.tracking import tracker_for
 
     cfg = parse_config(json.loads(config_json))
     received = read_broadcast(message.path)
     data = load_dataset(cfg.data.dataset, None, cfg.data.train_subset, cfg.data.test_subset)
+    global_model = read_model(model.path)
+    clients = read_updates([u.path for u in updates])
     result = steps.round_metrics(
         received.round,
-        read_model(model.path),
+        global_model,
         steps.new_model(cfg, data),
         data,
-        read_updates([u.path for u in updates]),
+        clients,
         len(received.payload) * len(received.clients),
         time.time() - received.started,
         cfg,
     )
+    store = run_store(cfg, run_id)
+    history = [*history_until(store, received.round - 1), result]
+    store.publish_round(received.round, round_objects(global_model, clients, history))
     tracker_for(cfg).attach(run_id).log_metrics(result.flat(), step=received.round)
     for name, value in result.flat().items():
         if not name.startswith("layer_sparsity."):

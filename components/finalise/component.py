@@ -2,20 +2,18 @@ from kfp.dsl import Input, Model, Output
 
 
 def finalise(config_json: str, run_id: str, model: Input[Model], final_model: Output[Model]):
-    """Publish the last round's model as the run's final model and close the MLflow run."""
+    """Publish the final model, metrics and plots to the store and MLflow, close the run."""
     import json
     import shutil
-    import tempfile
-    from pathlib import Path
 
     from fedprune.config import parse_config
+    from fedprune.exchange import read_model
+    from fedprune.publish import finish, history_until, run_store
     from fedprune.tracking import tracker_for
 
     cfg = parse_config(json.loads(config_json))
     shutil.copyfile(model.path, final_model.path)
+    store = run_store(cfg, run_id)
     tracker = tracker_for(cfg).attach(run_id)
-    with tempfile.TemporaryDirectory() as folder:
-        named = Path(folder) / "model.safetensors"  # the name the local engine's runs use
-        shutil.copyfile(model.path, named)
-        tracker.log_artifact(named)
+    finish(store, tracker, read_model(model.path), history_until(store, cfg.rounds), cfg)
     tracker.finish()

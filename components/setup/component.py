@@ -1,8 +1,18 @@
 def setup(config_json: str) -> str:
-    """Validate the config and open the experiment's MLflow run; returns the run id."""
+    """Validate the config, open the experiment's MLflow run and store the config beside the
+    run's rounds; returns the run id."""
     import json
 
-    from fedprune.config import parse_config
-    from fedprune.tracking import open_run
+    import yaml
 
-    return open_run(parse_config(json.loads(config_json)), engine="kubeflow").run_id
+    from fedprune.config import parse_config
+    from fedprune.publish import run_store
+    from fedprune.tracking import start_run, tracker_for
+
+    cfg = parse_config(json.loads(config_json))
+    tracker = tracker_for(cfg)
+    run_id = start_run(tracker, cfg, engine="kubeflow")
+    config_yaml = yaml.safe_dump(cfg.model_dump(), sort_keys=False).encode()
+    run_store(cfg, run_id).write("config.yaml", config_yaml)
+    tracker.log_bytes("config.yaml", config_yaml)
+    return run_id

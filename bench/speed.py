@@ -1,0 +1,151 @@
+"""Workload W side by side in one run: the bare training floor, the local engine (dense, 90%
+server-side pruning, vectorised clients, worker processes) and, when installed, Flower.
+
+W: MNIST, 100 IID clients (600 samples each), 10 sampled per round, 10 rounds, 1 local epoch,
+batch 32, SGD lr 0.05, the FedAvg paper's CNN, test on the 10k test set after every round, CPU.
+
+    .venv/bin/python bench/speed.py [--repeats 3] [--rounds 10] [--only bare,dense]
+
+Prints each run and a table of medians with the ratios to the bare floor; the final
+accuracies must agree within noise, otherwise the comparison is void.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import Timing, measure  # noqa: E402
+
+from fedprune import engine, steps  # noqa: E402
+from fedprune.config import ExperimentConfig, parse_config  # noqa: E402
+from fedprune.data import ImageDataset, load_dataset  # noqa: E402
+from fedprune.training import evaluate  # noqa: E402
+
+
+def workload(rounds: int, root: Path, **overrides: dict) -> ExperimentConfig:
+    raw: dict = {
+        "experiment": "bench-speed",
+        "rounds": rounds,
+        "data": {"num_clients": 100, "partition": {"kind": "iid"}},
+        "model": {"name": "cnn"},
+        "client": {"epochs": 1, "batch_size": 32, "lr": 0.05},
+        "sampling": {"count": 10},
+        "compression": {"encoding": "dense"},
+        "store": str(root / "runs"),
+        "tracking": f"sqlite:///{root / 'runs' / 'mlflow.db'}",
+    }
+    for key, value in overrides.items():
+        raw[key] = {**raw.get(key, {}), **value}
+    return parse_config(raw)
+
+
+class EvalClock:
+    """Seconds spent testing the global model, to report evaluation's share of a run."""
+
+    seconds = 0.0
+
+
+def bare_floor(cfg: ExperimentConfig, data: ImageDataset) -> float:
+    """The same training and evaluation as plain PyTorch: no payloads, masks, store, MLflow."""
+    shards = steps.partition_data(data, cfg)
+    model = steps.new_model(cfg, data)
+    global_state = {k: v.clone() for k, v in model.state_dict().items()}
+    accuracy = 0.0
+    for round_ in range(1, cfg.rounds + 1):
+        clients = steps.sample_clients(cfg, round_)
+        total = {k: torch.zeros_like(v) for k, v in global_state.items()}
+        samples = sum(len(shards[c]) for c in clients)
+        for client in clients:
+            model.load_state_dict(global_state)
+            rows = torch.from_numpy(shards[client])
+            x, y = data.x_train[rows], data.y_train[rows]
+            generator = torch.Generator().manual_seed(steps.seed_for(cfg.seed, round_, client))
+            optimizer = torch.optim.SGD(model.parameters(), lr=cfg.client.lr)
+            model.train()
+            for batch in torch.randperm(len(y), generator=generator).split(cfg.client.batch_size):
+                optimizer.zero_grad(set_to_none=True)
+                F.cross_entropy(model(x[batch]), y[batch]).backward()
+                optimizer.step()
+            for k, v in model.state_dict().items():
+                total[k] += v * (len(rows) / samples)
+        global_state = total
+        model.load_state_dict(global_state)
+        started = time.perf_counter()
+        accuracy = evaluate(model, data.x_test, data.y_test, cfg.eval.batch_size).accuracy
+        EvalClock.seconds += time.perf_counter() - started
+    return accuracy
+
+
+def engine_run(cfg: ExperimentConfig, data: ImageDataset) -> float:
+    return engine.run_experiment(cfg, data=data).history[-1].test_accuracy
+
+
+def flower_run(cfg: ExperimentConfig, data: ImageDataset) -> float:
+    from flower_w import run_flower  # bench-only: needs `pip install -e '.[bench]'`
+
+    return run_flower(cfg, data)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--only", default="", help="comma-separated subset of the runs")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    data = load_dataset("mnist")
+    root = Path(tempfile.mkdtemp(prefix="fedprune-bench-"))
+    base = workload(args.rounds, root)
+    runs = {
+        "bare": lambda: bare_floor(base, data),
+        "engine dense": lambda: engine_run(base, data),
+        "engine 90% pruned": lambda: engine_run(
+            workload(
+                args.rounds,
+                root,
+                pruning={"schedule": {"kind": "oneshot", "target": 0.9, "at_round": 1}},
+                compression={"encoding": "sparse"},
+            ),
+            data,
+        ),
+        "engine vectorised": lambda: engine_run(
+            workload(args.rounds, root, client={"vectorize": True}), data
+        ),
+        "engine 2 workers": lambda: engine_run(
+            workload(args.rounds, root, engine={"workers": 2}), data
+        ),
+        "flower": lambda: flower_run(base, data),
+    }
+    chosen = [n for n in runs if not args.only or n in args.only.split(",")]
+    results: list[Timing] = []
+    for name in chosen:
+        print(f"{name}:", flush=True)
+        EvalClock.seconds = 0.0
+        try:
+            results.append(measure(name, runs[name], args.repeats))
+        except ImportError as error:
+            print(f"  skipped: {error}")
+            continue
+        if name == "bare":
+            share = EvalClock.seconds / sum(results[-1].seconds)
+            print(f"  evaluation share of the bare run: {100 * share:.1f}%")
+    floor = next((t.median for t in results if t.name == "bare"), None)
+    print(f"\nW: {args.rounds} rounds, median of {args.repeats}, {args.threads} threads")
+    print(f"{'run':<20} {'median s':>9} {'× bare':>8} {'final acc %':>12}")
+    for t in results:
+        ratio = f"{t.median / floor:.2f}" if floor else "-"
+        accuracy = 100 * sorted(t.accuracy)[len(t.accuracy) // 2]
+        print(f"{t.name:<20} {t.median:>9.1f} {ratio:>8} {accuracy:>12.2f}")
+
+
+if __name__ == "__main__":
+    main()

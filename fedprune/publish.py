@@ -1,0 +1,115 @@
+"""What a run publishes to the artifact store, the same from both engines: the local engine
+calls these in-process, the Kubeflow components from their pods. So every run, wherever it
+ran, can be inspected, compared, resumed from, and warm-started from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import tempfile
+from pathlib import Path
+
+from torch import nn
+
+from fedprune import steps
+from fedprune.config import ExperimentConfig
+from fedprune.plots import plot_run
+from fedprune.steps import GlobalModel, RoundMetrics
+from fedprune.store import (
+    MANIFEST,
+    Backend,
+    RunStore,
+    model_bytes,
+    model_from_bytes,
+    open_backend,
+)
+from fedprune.tracking import Tracker
+
+
+def run_store(cfg: ExperimentConfig, run_id: str) -> RunStore:
+    return RunStore(open_backend(cfg.store, cfg.s3), cfg.experiment, run_id)
+
+
+def round_objects(
+    global_model: GlobalModel, updates: list[steps.ClientUpdate], history: list[RoundMetrics]
+) -> dict[str, bytes]:
+    """What a round publishes: the new global model, what each client sent, and the metrics
+    history so far (the state a resume continues from)."""
+    summaries = [
+        {
+            "client": u.client,
+            "num_samples": u.num_samples,
+            "bytes": len(u.payload),
+            "train_loss": u.train_loss,
+        }
+        for u in updates
+    ]
+    return {
+        "model.safetensors": model_bytes(global_model.weights, global_model.mask),
+        "updates.json": json.dumps(summaries, indent=2).encode(),
+        "metrics.json": json.dumps([dataclasses.asdict(m) for m in history], indent=2).encode(),
+    }
+
+
+def history_until(store: RunStore, round_: int) -> list[RoundMetrics]:
+    """The metrics of rounds 1…`round_` as published with round `round_` (empty for 0)."""
+    if round_ == 0:
+        return []
+    objects = store.load_round(round_)
+    return [RoundMetrics(**m) for m in json.loads(objects["metrics.json"])]
+
+
+def latest_global(backend: Backend, experiment: str) -> tuple[GlobalModel, str] | None:
+    """The most recently published global model of any run of `experiment` (for warm starts),
+    and where it came from; None if the experiment has no published round yet."""
+    pattern = re.compile(rf"^{re.escape(experiment)}/([^/]+)/rounds/(\d+)/{MANIFEST}$")
+    last_round: dict[str, int] = {}
+    for key in backend.list(f"{experiment}/"):
+        if match := pattern.match(key):
+            run, round_ = match[1], int(match[2])
+            last_round[run] = max(last_round.get(run, 0), round_)
+    newest: tuple[float, str, int] | None = None
+    for run, round_ in last_round.items():
+        manifest = json.loads(backend.get(f"{experiment}/{run}/rounds/{round_:04d}/{MANIFEST}"))
+        stamp = float(manifest.get("published_at", 0.0))
+        if newest is None or stamp > newest[0]:
+            newest = (stamp, run, round_)
+    if newest is None:
+        return None
+    _, run, round_ = newest
+    objects = RunStore(backend, experiment, run).load_round(round_)
+    weights, mask = model_from_bytes(objects["model.safetensors"])
+    return GlobalModel(weights, mask), f"{experiment}/{run}/rounds/{round_:04d}"
+
+
+def initial_model(
+    backend: Backend, model: nn.Module, cfg: ExperimentConfig
+) -> tuple[GlobalModel, str]:
+    """The round-0 global model and where it came from: the seed's fresh weights, or with
+    `init_from: latest` the experiment's newest published model (fresh if there is none), so
+    a scheduled run continues training instead of restarting."""
+    if cfg.init_from == "latest" and (found := latest_global(backend, cfg.experiment)):
+        return found
+    return steps.init_global(model, cfg), "scratch"
+
+
+def finish(
+    store: RunStore,
+    tracker: Tracker,
+    global_model: GlobalModel,
+    history: list[RoundMetrics],
+    cfg: ExperimentConfig,
+) -> None:
+    """Publish the final model, metrics and plots (manifest last) and log them to MLflow."""
+    final = {
+        "model.safetensors": model_bytes(global_model.weights, global_model.mask),
+        "metrics.json": json.dumps([dataclasses.asdict(m) for m in history], indent=2).encode(),
+    }
+    with tempfile.TemporaryDirectory() as scratch:
+        for plot in plot_run(history, Path(scratch), f"{cfg.experiment} ({store.run_id[:8]})"):
+            final[plot.name] = plot.read_bytes()
+    store.publish("", final, rounds=len(history))
+    for name, data in final.items():
+        tracker.log_bytes(name, data, "plots" if name.endswith(".png") else None)
