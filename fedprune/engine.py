@@ -24,7 +24,7 @@ from fedprune.config import ExperimentConfig, flatten
 from fedprune.data import ImageDataset, load_dataset
 from fedprune.parallel import ClientPool
 from fedprune.partition import Partition
-from fedprune.publish import finish, initial_model, round_objects
+from fedprune.publish import finish, held_after, initial_model, round_objects
 from fedprune.steps import ClientUpdate, GlobalModel, RoundMetrics
 from fedprune.store import RunStore, StoreError, model_from_bytes, open_backend
 from fedprune.tracking import start_run, tracker_for
@@ -136,7 +136,7 @@ def run_experiment(
         progress.start(cfg.rounds - len(history), cfg.clients_per_round())
         for metrics in history:
             progress.round_done(metrics)
-        held: dict[int, str] = {}  # client → mask_id it last received (a resume forgets: full)
+        held = held_after(store, len(history))  # client → the mask id it last received
         for round_ in range(len(history) + 1, cfg.rounds + 1):
             started = time.perf_counter()
             clients = steps.sample_clients(cfg, round_)
@@ -158,7 +158,8 @@ def run_experiment(
                 time.perf_counter() - started,
                 cfg,
             )
-            store.publish_round(round_, round_objects(candidate, updates, [*history, metrics]))
+            objects = round_objects(candidate, updates, [*history, metrics], held)
+            store.publish_round(round_, objects)
             global_model = candidate
             history.append(metrics)
             tracker.log_metrics(metrics.flat(), step=round_)

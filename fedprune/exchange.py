@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from fedprune.partition import Partition
-from fedprune.steps import ClientUpdate, GlobalModel
+from fedprune.steps import ClientUpdate, Downloads, GlobalModel
 from fedprune.store import model_bytes, model_from_bytes
 
 
@@ -36,13 +36,19 @@ def read_model(path: str | Path) -> GlobalModel:
 
 @dataclass(frozen=True)
 class Broadcast:
-    """What the server sends in a round: the encoded global model and who trains on it."""
+    """What the server sends in a round: the encoded global model, who trains on it, and who
+    downloads what (`held`: each client's mask id once this round's downloads are done)."""
 
     round: int
     clients: list[int]
-    payload: bytes
+    sent: Downloads
+    held: dict[int, str]
     started: float
     """Wall clock (epoch seconds) when the round began, for the round's duration."""
+
+    @property
+    def payload(self) -> bytes:
+        return self.sent.full
 
     def group(self, index: int, size: int) -> list[int]:
         return self.clients[index * size : (index + 1) * size]
@@ -51,15 +57,35 @@ class Broadcast:
 def write_broadcast(folder: str | Path, broadcast: Broadcast) -> None:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "payload.safetensors").write_bytes(broadcast.payload)
-    meta = {"round": broadcast.round, "clients": broadcast.clients, "started": broadcast.started}
+    sent = broadcast.sent
+    (folder / "payload.safetensors").write_bytes(sent.full)
+    if sent.values is not None:
+        (folder / "values.safetensors").write_bytes(sent.values)
+    meta = {
+        "round": broadcast.round,
+        "clients": broadcast.clients,
+        "started": broadcast.started,
+        "held": broadcast.held,
+        "full_clients": sent.full_clients,
+        "values_clients": sent.values_clients,
+        "mask_id": sent.mask_id,
+    }
     (folder / "round.json").write_text(json.dumps(meta))
 
 
 def read_broadcast(folder: str | Path) -> Broadcast:
     folder = Path(folder)
     meta = json.loads((folder / "round.json").read_text())
-    return Broadcast(payload=(folder / "payload.safetensors").read_bytes(), **meta)
+    values = folder / "values.safetensors"
+    sent = Downloads(
+        full=(folder / "payload.safetensors").read_bytes(),
+        values=values.read_bytes() if values.exists() else None,
+        full_clients=meta["full_clients"],
+        values_clients=meta["values_clients"],
+        mask_id=meta["mask_id"],
+    )
+    held = {int(client): mask for client, mask in meta["held"].items()}
+    return Broadcast(meta["round"], meta["clients"], sent, held, meta["started"])
 
 
 def write_updates(folder: str | Path, updates: list[ClientUpdate]) -> None:

@@ -33,10 +33,13 @@ def run_store(cfg: ExperimentConfig, run_id: str) -> RunStore:
 
 
 def round_objects(
-    global_model: GlobalModel, updates: list[steps.ClientUpdate], history: list[RoundMetrics]
+    global_model: GlobalModel,
+    updates: list[steps.ClientUpdate],
+    history: list[RoundMetrics],
+    held: dict[int, str],
 ) -> dict[str, bytes]:
-    """What a round publishes: the new global model, what each client sent, and the metrics
-    history so far (the state a resume continues from)."""
+    """What a round publishes: the new global model, what each client sent, the metrics
+    history so far and which mask each client holds (the state a resume continues from)."""
     summaries = [
         {
             "client": u.client,
@@ -50,7 +53,16 @@ def round_objects(
         "model.safetensors": model_bytes(global_model.weights, global_model.mask),
         "updates.json": json.dumps(summaries, indent=2).encode(),
         "metrics.json": json.dumps([dataclasses.asdict(m) for m in history], indent=2).encode(),
+        "held_masks.json": json.dumps(held).encode(),
     }
+
+
+def held_after(store: RunStore, round_: int) -> dict[int, str]:
+    """Each client's mask id after round `round_` (none after round 0)."""
+    if round_ == 0:
+        return {}
+    held = json.loads(store.load_round(round_)["held_masks.json"])
+    return {int(client): mask for client, mask in held.items()}
 
 
 def history_until(store: RunStore, round_: int) -> list[RoundMetrics]:

@@ -248,22 +248,20 @@ def round_metrics(
     model: nn.Module,
     data: ImageDataset,
     updates: list[ClientUpdate],
-    download_bytes: int | Downloads,
+    sent: Downloads,
     seconds: float,
     cfg: ExperimentConfig,
 ) -> RoundMetrics:
     """Evaluate the new global model (on test rounds) and add what the round cost in bytes
-    and seconds. A bare download count (a caller that does not track downloads) leaves the
-    download floor unknown (NaN, so not logged)."""
+    and seconds."""
     untested = Evaluation(accuracy=math.nan, loss=math.nan)
     result = evaluate(model, global_model, data, cfg) if is_test_round(round_, cfg) else untested
     report = measure_sparsity(global_model.weights, global_model.mask)
     samples = sum(u.num_samples for u in updates)
     bytes_up = sum(len(u.payload) for u in updates)
     floor_up = sum(floor_bits(u.payload) for u in updates) / 8
-    sent = download_bytes if isinstance(download_bytes, Downloads) else None
-    bytes_down = sent.bytes if sent else int(download_bytes)  # type: ignore[arg-type]
-    floor_down = sent.floor_bytes if sent else math.nan
+    bytes_down = sent.bytes
+    floor_down = sent.floor_bytes
     return RoundMetrics(
         round=round_,
         test_accuracy=result.accuracy,
@@ -281,5 +279,5 @@ def round_metrics(
         floor_bytes_down=floor_down,
         floor_ratio_up=bytes_up / floor_up if floor_up else math.nan,
         floor_ratio_down=bytes_down / floor_down if floor_down else math.nan,
-        values_only_downloads=sent.values_clients if sent else 0,
+        values_only_downloads=sent.values_clients,
     )

@@ -71,7 +71,9 @@ def build_pipeline(cfg: ExperimentConfig) -> BaseComponent:
         global_model: Input[Model],
         shards: Input[Dataset],
     ) -> Model:
-        sent = step["broadcast"](config_json=config_json, global_model=global_model, round_=round_)
+        sent = step["broadcast"](
+            config_json=config_json, run_id=run_id, global_model=global_model, round_=round_
+        )
         _pod(sent.set_display_name("broadcast"), cfg, light, kf.client_timeout_s)
         with dsl.ParallelFor(items=groups, parallelism=kf.parallelism) as group:
             trained = step["train_group"](

@@ -14,7 +14,7 @@ from pipelines.federated_pruning import run_locally
 
 def test_kfp_local_matches_local_engine(make_config, mnist_small, tmp_path):
     cfg = make_config(
-        rounds=2,
+        rounds=3,  # round 3 re-sends round 2's mask: values-only downloads
         data={"num_clients": 4, "train_subset": 6000, "test_subset": 2000},
         pruning={"schedule": {"kind": "oneshot", "target": 0.8, "at_round": 1}},
         compression={"encoding": "sparse"},
@@ -38,14 +38,14 @@ def test_kfp_local_matches_local_engine(make_config, mnist_small, tmp_path):
     assert report.sparsity == local.history[-1].sparsity == pytest.approx(0.8, abs=1e-3)
 
     # Both runs published the same rounds to the store, down to the bytes of each model.
-    runs = {p.name: p for p in (Path(cfg.store) / cfg.experiment).iterdir()}
-    kfp_run = next(r for name, r in runs.items() if name != local.run_id)
-    for name in (
-        "rounds/0001/model.safetensors",
-        "rounds/0002/model.safetensors",
-        "model.safetensors",
-    ):
-        assert (kfp_run / name).read_bytes() == (runs[local.run_id] / name).read_bytes(), name
+    folders = {p.name: p for p in (Path(cfg.store) / cfg.experiment).iterdir()}
+    kfp_run = next(r for name, r in folders.items() if name != local.run_id)
+    published = [
+        f"rounds/{r:04d}/{o}" for r in (1, 2, 3) for o in ("model.safetensors", "held_masks.json")
+    ]
+    for name in [*published, "model.safetensors"]:
+        assert (kfp_run / name).read_bytes() == (folders[local.run_id] / name).read_bytes(), name
+    assert local.history[2].values_only_downloads == 4
     assert (kfp_run / "manifest.json").exists()  # finalise published the run's final outputs
 
     client = MlflowClient(cfg.tracking)
@@ -55,8 +55,9 @@ def test_kfp_local_matches_local_engine(make_config, mnist_small, tmp_path):
     )
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     kfp_accuracy = client.get_metric_history(runs[0].info.run_id, "test_accuracy")
-    assert sorted(p.step for p in kfp_accuracy) == [1, 2]
+    assert sorted(p.step for p in kfp_accuracy) == [1, 2, 3]
     by_round = {p.step: p.value for p in kfp_accuracy}
     assert by_round == {m.round: m.test_accuracy for m in local.history}
-    kfp_up = {p.step: p.value for p in client.get_metric_history(runs[0].info.run_id, "bytes_up")}
-    assert kfp_up == {m.round: m.bytes_up for m in local.history}
+    for metric in ("bytes_up", "bytes_down", "sparsity", "test_loss"):
+        kfp = {p.step: p.value for p in client.get_metric_history(runs[0].info.run_id, metric)}
+        assert kfp == {m.round: getattr(m, metric) for m in local.history}, metric

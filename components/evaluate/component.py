@@ -32,13 +32,14 @@ def evaluate(
         steps.new_model(cfg, data),
         data,
         clients,
-        len(received.payload) * len(received.clients),
+        received.sent,
         time.time() - received.started,
         cfg,
     )
     store = run_store(cfg, run_id)
     history = [*history_until(store, received.round - 1), result]
-    store.publish_round(received.round, round_objects(global_model, clients, history))
+    objects = round_objects(global_model, clients, history, received.held)
+    store.publish_round(received.round, objects)
     tracker_for(cfg).attach(run_id).log_metrics(result.flat(), step=received.round)
     for name, value in result.flat().items():
         if not name.startswith("layer_sparsity."):
