@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONFIG ?= configs/quickstart.yaml
 
-.PHONY: setup data run test test-all lint format clean image image-cuda image-test
+.PHONY: setup data run test test-all lint format bench clean image image-cuda image-test
 
 setup: $(STAMP)
 
@@ -35,6 +35,10 @@ lint: setup
 format: setup
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# Not in CI (~30 min on 2 cores): workload W side by side, medians of 3 (docs/benchmarks.md).
+bench: data
+	$(BIN)/python bench/speed.py --repeats 3
 
 # Container images (images/). IMAGE names the CPU image; the CUDA one gets a -cuda tag suffix.
 IMAGE ?= fedprune:0.1.0

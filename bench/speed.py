@@ -1,5 +1,5 @@
 """Workload W side by side in one run: the bare training floor, the local engine (dense, 90%
-server-side pruning, vectorised clients, worker processes) and, when installed, Flower.
+server-side pruning, vectorised clients, worker processes).
 
 W: MNIST, 100 IID clients (600 samples each), 10 sampled per round, 10 rounds, 1 local epoch,
 batch 32, SGD lr 0.05, the FedAvg paper's CNN, test on the 10k test set after every round, CPU.
@@ -88,12 +88,6 @@ def engine_run(cfg: ExperimentConfig, data: ImageDataset) -> float:
     return engine.run_experiment(cfg, data=data).history[-1].test_accuracy
 
 
-def flower_run(cfg: ExperimentConfig, data: ImageDataset) -> float:
-    from flower_w import run_flower  # bench-only: needs `pip install -e '.[bench]'`
-
-    return run_flower(cfg, data)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -123,18 +117,13 @@ def main() -> None:
         "engine 2 workers": lambda: engine_run(
             workload(args.rounds, root, engine={"workers": 2}), data
         ),
-        "flower": lambda: flower_run(base, data),
     }
     chosen = [n for n in runs if not args.only or n in args.only.split(",")]
     results: list[Timing] = []
     for name in chosen:
         print(f"{name}:", flush=True)
         EvalClock.seconds = 0.0
-        try:
-            results.append(measure(name, runs[name], args.repeats))
-        except ImportError as error:
-            print(f"  skipped: {error}")
-            continue
+        results.append(measure(name, runs[name], args.repeats))
         if name == "bare":
             share = EvalClock.seconds / sum(results[-1].seconds)
             print(f"  evaluation share of the bare run: {100 * share:.1f}%")

@@ -187,6 +187,10 @@ class KubeflowConfig(Strict):
         "mlflow-password": "MLFLOW_TRACKING_PASSWORD",
     }
     """Secret key → environment variable, for every component."""
+    data_pvc: str | None = None
+    """PersistentVolumeClaim holding the data sets (`fedprune data fetch` output), mounted
+    read-only-by-convention at `data_path` in every pod; the image does not carry data."""
+    data_path: str = "/data"
 
 
 class S3Config(Strict):

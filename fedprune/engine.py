@@ -24,9 +24,9 @@ from fedprune.config import ExperimentConfig, flatten
 from fedprune.data import ImageDataset, load_dataset
 from fedprune.parallel import ClientPool
 from fedprune.partition import Partition
-from fedprune.publish import finish, held_after, initial_model, round_objects
+from fedprune.publish import finish, held_after, initial_model, round_objects, round_state
 from fedprune.steps import ClientUpdate, GlobalModel, RoundMetrics
-from fedprune.store import RunStore, StoreError, model_from_bytes, open_backend
+from fedprune.store import RunStore, StoreError, open_backend
 from fedprune.tracking import start_run, tracker_for
 
 
@@ -67,12 +67,7 @@ def resume_state(
     if store.finished():
         raise StoreError(f"run {store.run_id} already finished; nothing to resume")
     rounds = store.published_rounds()
-    if not rounds:
-        return None, []
-    objects = store.load_round(rounds[-1])
-    weights, mask = model_from_bytes(objects["model.safetensors"])
-    history = [RoundMetrics(**m) for m in json.loads(objects["metrics.json"])]
-    return GlobalModel(weights, mask), history
+    return round_state(store, rounds[-1]) if rounds else (None, [])
 
 
 def train_round(

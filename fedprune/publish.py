@@ -65,12 +65,17 @@ def held_after(store: RunStore, round_: int) -> dict[int, str]:
     return {int(client): mask for client, mask in held.items()}
 
 
+def round_state(store: RunStore, round_: int) -> tuple[GlobalModel, list[RoundMetrics]]:
+    """The global model after round `round_` and the metrics of rounds 1…`round_`."""
+    objects = store.load_round(round_)
+    weights, mask = model_from_bytes(objects["model.safetensors"])
+    history = [RoundMetrics(**m) for m in json.loads(objects["metrics.json"])]
+    return GlobalModel(weights, mask), history
+
+
 def history_until(store: RunStore, round_: int) -> list[RoundMetrics]:
     """The metrics of rounds 1…`round_` as published with round `round_` (empty for 0)."""
-    if round_ == 0:
-        return []
-    objects = store.load_round(round_)
-    return [RoundMetrics(**m) for m in json.loads(objects["metrics.json"])]
+    return round_state(store, round_)[1] if round_ else []
 
 
 def latest_global(backend: Backend, experiment: str) -> tuple[GlobalModel, str] | None:
@@ -91,9 +96,8 @@ def latest_global(backend: Backend, experiment: str) -> tuple[GlobalModel, str] 
     if newest is None:
         return None
     _, run, round_ = newest
-    objects = RunStore(backend, experiment, run).load_round(round_)
-    weights, mask = model_from_bytes(objects["model.safetensors"])
-    return GlobalModel(weights, mask), f"{experiment}/{run}/rounds/{round_:04d}"
+    model, _ = round_state(RunStore(backend, experiment, run), round_)
+    return model, f"{experiment}/{run}/rounds/{round_:04d}"
 
 
 def initial_model(

@@ -40,6 +40,9 @@ def _pod(task: PipelineTask, cfg: ExperimentConfig, resources: ResourcesConfig, 
     kubernetes.set_timeout(task, timeout_s)
     kubernetes.use_secret_as_env(task, cfg.kubeflow.credentials_secret, cfg.kubeflow.secret_env)
     kubernetes.add_pod_label(task, "fedprune.io/pipeline", "true")  # NetworkPolicies admit these
+    if cfg.kubeflow.data_pvc:
+        kubernetes.mount_pvc(task, cfg.kubeflow.data_pvc, cfg.kubeflow.data_path)
+        task.set_env_variable("FEDPRUNE_DATA", cfg.kubeflow.data_path)
     return task
 
 

@@ -51,6 +51,7 @@ def test_server_pruning_run(make_config, mnist_small):
         "model.safetensors",
         "updates.json",
         "metrics.json",
+        "held_masks.json",
         "manifest.json",
     }
 

@@ -142,3 +142,13 @@ def test_core_never_imports_kfp():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_data_volume_is_mounted_when_configured(tmp_path):
+    _, _, spec, platform = compiled(tmp_path, data_pvc="fedprune-data")
+    for name, settings in platform["deploymentSpec"]["executors"].items():
+        assert settings["pvcMount"][0]["mountPath"] == "/data", name
+        env = spec["deploymentSpec"]["executors"][name]["container"]["env"]
+        assert {"name": "FEDPRUNE_DATA", "value": "/data"} in env
+    _, _, _, plain = compiled(tmp_path)
+    assert all("pvcMount" not in s for s in plain["deploymentSpec"]["executors"].values())
