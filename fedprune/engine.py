@@ -21,7 +21,7 @@ from torch import nn
 
 from fedprune import steps
 from fedprune.config import ExperimentConfig, flatten
-from fedprune.data import ImageDataset, load_dataset
+from fedprune.data import ImageDataset
 from fedprune.parallel import ClientPool
 from fedprune.partition import Partition
 from fedprune.publish import finish, held_after, initial_model, round_objects, round_state
@@ -97,7 +97,7 @@ def run_experiment(
 ) -> RunResult:
     """Run (or, with `resume`, continue) an experiment; the result holds every round's metrics."""
     progress = progress or Progress()
-    data = data or load_dataset(cfg.data.dataset, None, cfg.data.train_subset, cfg.data.test_subset)
+    data = data or steps.load_data(cfg)
     shards = steps.partition_data(data, cfg)  # before any run exists: a bad split fails clean
     backend = open_backend(cfg.store, cfg.s3)  # credentials, bucket, endpoint: fail clean too
     tracker = tracker_for(cfg)

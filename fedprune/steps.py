@@ -16,7 +16,7 @@ from torch import nn
 from fedprune.aggregation import AGGREGATORS, DecodedUpdate
 from fedprune.compression import decode, encode, encode_values, floor_bits, mask_id
 from fedprune.config import ExperimentConfig
-from fedprune.data import ImageDataset
+from fedprune.data import ImageDataset, load_dataset
 from fedprune.models import build_model
 from fedprune.partition import Partition, partition
 from fedprune.pruning import (
@@ -92,6 +92,11 @@ def seed_for(*parts: int) -> int:
 
 def new_model(cfg: ExperimentConfig, data: ImageDataset) -> nn.Module:
     return build_model(cfg.model, data.input_shape, data.num_classes, cfg.seed)
+
+
+def load_data(cfg: ExperimentConfig) -> ImageDataset:
+    """The experiment's data set, subsets applied, as every engine and pod loads it."""
+    return load_dataset(cfg.data.dataset, None, cfg.data.train_subset, cfg.data.test_subset)
 
 
 def partition_data(data: ImageDataset, cfg: ExperimentConfig) -> Partition:

@@ -16,14 +16,13 @@ def evaluate(
 
     from fedprune import steps
     from fedprune.config import parse_config
-    from fedprune.data import load_dataset
     from fedprune.exchange import read_broadcast, read_model, read_updates
     from fedprune.publish import history_until, round_objects, run_store
     from fedprune.tracking import tracker_for
 
     cfg = parse_config(json.loads(config_json))
     received = read_broadcast(message.path)
-    data = load_dataset(cfg.data.dataset, None, cfg.data.train_subset, cfg.data.test_subset)
+    data = steps.load_data(cfg)
     global_model = read_model(model.path)
     clients = read_updates([u.path for u in updates])
     result = steps.round_metrics(

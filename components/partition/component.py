@@ -7,9 +7,8 @@ def partition(config_json: str, shards: Output[Dataset]):
 
     from fedprune import steps
     from fedprune.config import parse_config
-    from fedprune.data import load_dataset
     from fedprune.exchange import write_partition
 
     cfg = parse_config(json.loads(config_json))
-    data = load_dataset(cfg.data.dataset, None, cfg.data.train_subset, cfg.data.test_subset)
+    data = steps.load_data(cfg)
     write_partition(shards.path, steps.partition_data(data, cfg))

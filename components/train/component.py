@@ -13,12 +13,11 @@ def train_group(
 
     from fedprune import steps
     from fedprune.config import parse_config
-    from fedprune.data import load_dataset
     from fedprune.exchange import read_broadcast, read_partition, write_updates
 
     cfg = parse_config(json.loads(config_json))
     received = read_broadcast(message.path)
-    data = load_dataset(cfg.data.dataset, None, cfg.data.train_subset, cfg.data.test_subset)
+    data = steps.load_data(cfg)
     clients = received.group(group, cfg.kubeflow.clients_per_pod)
     model = steps.new_model(cfg, data)
     trained = steps.train_clients(
