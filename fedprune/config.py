@@ -77,15 +77,20 @@ class SamplingConfig(Strict):
 
 
 class ScheduleConfig(Strict):
-    """Target sparsity per round. `gradual` is Zhu & Gupta's (2017) cubic ramp."""
+    """Target sparsity per round. `gradual` is Zhu & Gupta's (2017) cubic ramp; `iterative`
+    removes `rate` of the remaining weights every `every` rounds until `target` (Frankle &
+    Carbin 2019, the lottery ticket schedule)."""
 
-    kind: Literal["none", "oneshot", "gradual"] = "none"
+    kind: Literal["none", "oneshot", "gradual", "iterative"] = "none"
     target: Sparsity = 0.0
     at_round: Annotated[int, Field(ge=1)] = 1
     """For `oneshot`: the round after which the model is pruned to `target`."""
     start_round: Annotated[int, Field(ge=1)] = 1
     end_round: Annotated[int, Field(ge=1)] = 10
     """For `gradual`: sparsity ramps from 0 after `start_round` to `target` at `end_round`."""
+    every: Annotated[int, Field(ge=1)] = 5
+    rate: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.2
+    """For `iterative`: after rounds every, 2·every, … remove `rate` of the remaining weights."""
 
     @model_validator(mode="after")
     def _ordered(self) -> ScheduleConfig:
@@ -96,15 +101,52 @@ class ScheduleConfig(Strict):
         return self
 
 
-class PruningConfig(Strict):
-    """Unstructured magnitude pruning: keeps the weights with the largest |w|."""
+class FedDSTConfig(Strict):
+    """FedDST (Bibikar et al. 2022): clients prune and regrow every `every` rounds."""
 
+    every: Annotated[int, Field(ge=1)] = 5
+    """Mask readjustment rounds: every, 2·every, …"""
+    fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.2
+    """Share of each layer's kept weights a client drops and regrows (cosine-decayed over
+    the rounds, as in RigL)."""
+
+
+class PruneFLConfig(Strict):
+    """PruneFL (Jiang et al. 2022): initial prune on one client, then importance-driven
+    mask adjustment every `every` rounds."""
+
+    every: Annotated[int, Field(ge=1)] = 5
+    initial_client: Annotated[int, Field(ge=0)] = 0
+    """The client whose data trains the model before the initial prune."""
+    initial_epochs: Annotated[int, Field(ge=1)] = 5
+
+
+class PruningConfig(Strict):
+    """Which pruning method, how sparse when, and where. See docs/methods.md."""
+
+    method: Literal["magnitude", "structured", "feddst", "prunefl", "lottery"] = "magnitude"
+    """`magnitude`: unstructured, keeps the largest |w| (dense FedAvg with schedule `none`);
+    `structured`: whole channels/neurons by L2 norm, physically removed for training;
+    `feddst`: dynamic sparse training; `prunefl`: adaptive masks from squared gradients;
+    `lottery`: magnitude pruning with rewind of the kept weights to their initial values."""
     schedule: ScheduleConfig = ScheduleConfig()
     scope: Literal["global", "layerwise"] = "global"
     placement: Literal["server", "client"] = "server"
     """`server`: prune the aggregated model, clients train under its mask.
-    `client`: each client prunes its local model before upload (mask-aware aggregation)."""
+    `client`: each client prunes its local model before upload (mask-aware aggregation;
+    method `magnitude` only)."""
     include_bias_and_norm: bool = False
+    feddst: FedDSTConfig = FedDSTConfig()
+    prunefl: PruneFLConfig = PruneFLConfig()
+
+    @model_validator(mode="after")
+    def _placement(self) -> PruningConfig:
+        if self.placement == "client" and self.method != "magnitude":
+            raise ValueError(
+                f"pruning.placement 'client' is for method 'magnitude' only; "
+                f"method '{self.method}' decides its masks itself (use placement 'server')"
+            )
+        return self
 
 
 class CompressionConfig(Strict):
@@ -251,6 +293,20 @@ class ExperimentConfig(Strict):
             raise ValueError(
                 "pruning.placement 'client' needs aggregation.method 'mask_aware' "
                 "(plain averaging would shrink every weight a client pruned)"
+            )
+        if self.client.vectorize and self.pruning.method not in ("magnitude", "lottery"):
+            raise ValueError(
+                f"client.vectorize supports pruning.method 'magnitude' and 'lottery', not "
+                f"'{self.pruning.method}' (its clients change their masks or model shapes)"
+            )
+        if self.pruning.method in ("feddst", "prunefl") and self.aggregation.method != "mask_aware":
+            raise ValueError(
+                f"pruning.method '{self.pruning.method}' needs aggregation.method 'mask_aware'"
+            )
+        if self.pruning.prunefl.initial_client >= self.data.num_clients:
+            raise ValueError(
+                f"pruning.prunefl.initial_client ({self.pruning.prunefl.initial_client}) must "
+                f"be < data.num_clients ({self.data.num_clients})"
             )
         if self.store.startswith("s3://") and self.s3.endpoint is None:
             raise ValueError("s3.endpoint is required when store is s3://… (e.g. minio:9000)")

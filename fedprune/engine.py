@@ -22,6 +22,7 @@ from torch import nn
 from fedprune import steps
 from fedprune.config import ExperimentConfig, flatten
 from fedprune.data import ImageDataset
+from fedprune.methods import Method
 from fedprune.parallel import ClientPool
 from fedprune.partition import Partition
 from fedprune.publish import finish, held_after, initial_model, round_objects, round_state
@@ -72,6 +73,7 @@ def resume_state(
 
 def train_round(
     model: nn.Module,
+    method: Method,
     pool: ClientPool | None,
     payload: bytes,
     data: ImageDataset,
@@ -86,7 +88,7 @@ def train_round(
         yield from ([update] for update in pool.train(payload, clients, round_))
         return
     for group in [clients] if cfg.client.vectorize else [[c] for c in clients]:
-        yield steps.train_clients(model, payload, data, shards, group, round_, cfg)
+        yield steps.train_clients(model, method, payload, data, shards, group, round_, cfg)
 
 
 def run_experiment(
@@ -102,6 +104,7 @@ def run_experiment(
     backend = open_backend(cfg.store, cfg.s3)  # credentials, bucket, endpoint: fail clean too
     tracker = tracker_for(cfg)
     model = steps.new_model(cfg, data)
+    method = steps.pruning_method(model, data, cfg)
     if resume:
         store = RunStore(backend, cfg.experiment, resume)
         restored, history = resume_state(store, cfg)
@@ -120,7 +123,7 @@ def run_experiment(
             )
             tracker.log_bytes("config.yaml", config_yaml)
         if restored is None:
-            global_model, source = initial_model(backend, model, cfg)
+            global_model, source = initial_model(backend, model, method, data, shards, cfg)
             tracker.set_tag("init_from", source)
         else:
             global_model = restored
@@ -139,10 +142,13 @@ def run_experiment(
             sent = steps.downloads(global_model, payload, clients, held, cfg)
             held |= dict.fromkeys(clients, sent.mask_id)
             updates = []
-            for batch in train_round(model, pool, payload, data, shards, clients, round_, cfg):
+            for batch in train_round(
+                model, method, pool, payload, data, shards, clients, round_, cfg
+            ):
                 updates += batch
                 progress.client_done(len(batch))
-            candidate = steps.server_prune(steps.aggregate(updates, cfg), round_, cfg)
+            combined = steps.aggregate(updates, cfg)
+            candidate = steps.server_prune(combined, updates, method, round_, cfg)
             metrics = steps.round_metrics(
                 round_,
                 candidate,

@@ -93,6 +93,8 @@ def write_updates(folder: str | Path, updates: list[ClientUpdate]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for update in updates:
         (folder / f"client-{update.client:06d}.safetensors").write_bytes(update.payload)
+        if update.importance:
+            (folder / f"client-{update.client:06d}.importance").write_bytes(update.importance)
     meta = [
         {"client": u.client, "num_samples": u.num_samples, "train_loss": u.train_loss}
         for u in updates
@@ -105,6 +107,9 @@ def read_updates(folders: list[str | Path]) -> list[ClientUpdate]:
     updates = []
     for folder in map(Path, folders):
         for meta in json.loads((folder / "updates.json").read_text()):
-            payload = (folder / f"client-{meta['client']:06d}.safetensors").read_bytes()
-            updates.append(ClientUpdate(payload=payload, **meta))
+            stem = folder / f"client-{meta['client']:06d}"
+            payload = stem.with_suffix(".safetensors").read_bytes()
+            extra = stem.with_suffix(".importance")
+            importance = extra.read_bytes() if extra.exists() else b""
+            updates.append(ClientUpdate(payload=payload, importance=importance, **meta))
     return sorted(updates, key=lambda u: u.client)

@@ -25,13 +25,15 @@ _worker: dict = {}
 
 def _start(cfg: ExperimentConfig, data: ImageDataset, shards: Partition, threads: int) -> None:
     torch.set_num_threads(threads)
-    _worker.update(cfg=cfg, data=data, shards=shards, model=steps.new_model(cfg, data))
+    model = steps.new_model(cfg, data)
+    method = steps.pruning_method(model, data, cfg)
+    _worker.update(cfg=cfg, data=data, shards=shards, model=model, method=method)
 
 
 def _train(payload: bytes, client: int, round_: int) -> steps.ClientUpdate:
     w = _worker
     (update,) = steps.train_clients(
-        w["model"], payload, w["data"], w["shards"], [client], round_, w["cfg"]
+        w["model"], w["method"], payload, w["data"], w["shards"], [client], round_, w["cfg"]
     )
     return update
 

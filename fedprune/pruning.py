@@ -1,7 +1,7 @@
 """Unstructured magnitude pruning and sparsity schedules.
 
-Masks are boolean tensors kept beside the weights (True = kept), as in `torch.nn.utils.prune`,
-whose L1 criterion picks what to drop. Magnitude pruning keeps the largest |w|
+Masks are boolean tensors kept beside the weights (True = kept), as in `torch.nn.utils.prune`.
+Magnitude pruning keeps the largest |w|
 (Han et al. 2015; the source document's formula, which keeps the small ones, is wrong).
 """
 
@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn.utils import prune
 
 from fedprune.config import PruningConfig, ScheduleConfig
 
@@ -34,10 +33,17 @@ def full_mask(weights: Weights, names: Iterable[str]) -> Mask:
 
 
 def _l1_mask(values: torch.Tensor, keep: torch.Tensor, sparsity: float) -> torch.Tensor:
-    """Drop the `sparsity` share with the smallest |value|; never revive what `keep` dropped."""
+    """Drop the `sparsity` share with the smallest |value|; never revive what `keep` dropped.
+
+    Already-dropped entries rank below every kept one, even a kept exact zero (a weight
+    just grown by PruneFL), so the result has exactly round(sparsity · N) zeros.
+    (`torch.nn.utils.prune.L1Unstructured` ranks by |value| alone and could drop a kept zero
+    instead of an entry that is already gone.)"""
     amount = round(sparsity * values.numel())
-    method = prune.L1Unstructured(amount=amount)
-    return method.compute_mask(values * keep, default_mask=keep.float()).bool() & keep
+    rank = torch.where(keep, values.abs(), -1.0).reshape(-1)
+    new = torch.ones_like(rank, dtype=torch.bool)
+    new[torch.topk(rank, amount, largest=False).indices] = False
+    return new.view_as(keep) & keep
 
 
 def magnitude_mask(weights: Weights, mask: Mask, sparsity: float, scope: str) -> Mask:
@@ -68,22 +74,22 @@ def mask_gradients_(model: nn.Module, mask: Mask) -> None:
 @dataclass(frozen=True)
 class SparsityReport:
     sparsity: float
-    """Share of zeros among the prunable parameters."""
+    """Share of the masked parameters the mask removed."""
     nonzero: int
-    """Non-zero parameters in the whole model."""
+    """Non-zero parameters in the whole model (a kept weight can be exactly 0, e.g. one
+    PruneFL just grew)."""
     total: int
     per_layer: dict[str, float]
 
 
-def measure_sparsity(weights: Weights, names: Iterable[str]) -> SparsityReport:
-    names = list(names)
-    zeros = {name: int((weights[name] == 0).sum()) for name in names}
-    prunable = sum(weights[name].numel() for name in names)
+def measure_sparsity(weights: Weights, mask: Mask) -> SparsityReport:
+    removed = {name: int((~keep).sum()) for name, keep in mask.items()}
+    masked = sum(keep.numel() for keep in mask.values())
     return SparsityReport(
-        sparsity=sum(zeros.values()) / prunable if prunable else 0.0,
+        sparsity=sum(removed.values()) / masked if masked else 0.0,
         nonzero=sum(int(t.count_nonzero()) for t in weights.values()),
         total=sum(t.numel() for t in weights.values()),
-        per_layer={name: zeros[name] / weights[name].numel() for name in names},
+        per_layer={name: removed[name] / keep.numel() for name, keep in mask.items()},
     )
 
 
@@ -120,7 +126,21 @@ class Gradual(Schedule):
         return self.cfg.target * (1.0 - (1.0 - progress) ** 3)
 
 
-SCHEDULES: dict[str, type[Schedule]] = {"none": NoPruning, "oneshot": OneShot, "gradual": Gradual}
+class Iterative(Schedule):
+    """Iterative magnitude pruning (Frankle & Carbin 2019, arXiv 1803.03635): after every
+    `every` rounds remove `rate` of the remaining weights, up to `target`."""
+
+    def target(self, round_: int) -> float:
+        steps = round_ // self.cfg.every
+        return min(self.cfg.target, 1.0 - (1.0 - self.cfg.rate) ** steps)
+
+
+SCHEDULES: dict[str, type[Schedule]] = {
+    "none": NoPruning,
+    "oneshot": OneShot,
+    "gradual": Gradual,
+    "iterative": Iterative,
+}
 
 
 def schedule_for(cfg: PruningConfig) -> Schedule:

@@ -15,6 +15,9 @@ from torch import nn
 
 from fedprune import steps
 from fedprune.config import ExperimentConfig
+from fedprune.data import ImageDataset
+from fedprune.methods import Method
+from fedprune.partition import Partition
 from fedprune.plots import plot_run
 from fedprune.steps import GlobalModel, RoundMetrics
 from fedprune.store import (
@@ -101,14 +104,19 @@ def latest_global(backend: Backend, experiment: str) -> tuple[GlobalModel, str] 
 
 
 def initial_model(
-    backend: Backend, model: nn.Module, cfg: ExperimentConfig
+    backend: Backend,
+    model: nn.Module,
+    method: Method,
+    data: ImageDataset,
+    shards: Partition,
+    cfg: ExperimentConfig,
 ) -> tuple[GlobalModel, str]:
     """The round-0 global model and where it came from: the seed's fresh weights, or with
     `init_from: latest` the experiment's newest published model (fresh if there is none), so
     a scheduled run continues training instead of restarting."""
     if cfg.init_from == "latest" and (found := latest_global(backend, cfg.experiment)):
         return found
-    return steps.init_global(model, cfg), "scratch"
+    return steps.init_global(model, method, data, shards, cfg), "scratch"
 
 
 def finish(

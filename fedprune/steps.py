@@ -11,12 +11,15 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as save_tensors
 from torch import nn
 
 from fedprune.aggregation import AGGREGATORS, DecodedUpdate
 from fedprune.compression import decode, encode, encode_values, floor_bits, mask_id
 from fedprune.config import ExperimentConfig
 from fedprune.data import ImageDataset, load_dataset
+from fedprune.methods import Method, initial_training, method_for
 from fedprune.models import build_model
 from fedprune.partition import Partition, partition
 from fedprune.pruning import (
@@ -24,11 +27,11 @@ from fedprune.pruning import (
     Weights,
     apply_mask_,
     full_mask,
-    magnitude_mask,
     measure_sparsity,
     prunable_names,
     schedule_for,
 )
+from fedprune.structured import expand_weights, slice_weights
 from fedprune.training import Evaluation, local_train
 from fedprune.training import evaluate as evaluate_model
 from fedprune.vectorized import train_together
@@ -46,6 +49,12 @@ class ClientUpdate:
     num_samples: int
     payload: bytes
     train_loss: float
+    importance: bytes = b""
+    """Squared gradients summed over local steps (fp16 safetensors), when the method asks."""
+
+    @property
+    def bytes_up(self) -> int:
+        return len(self.payload) + len(self.importance)
 
 
 @dataclass(frozen=True)
@@ -71,6 +80,9 @@ class RoundMetrics:
     floor_ratio_down: float = 0.0
     values_only_downloads: int = 0
     """Clients that held the broadcast's mask and so downloaded its values only."""
+    importance_bytes_up: int = 0
+    """Part of bytes_up that carried importance (PruneFL), not model values; the floor ratio
+    is of the model payloads alone."""
 
     def flat(self) -> dict[str, float]:
         """MLflow metrics of the round (the round itself is the step); a round that was not
@@ -103,10 +115,24 @@ def partition_data(data: ImageDataset, cfg: ExperimentConfig) -> Partition:
     return partition(data.y_train.numpy(), cfg.data.num_clients, cfg.data.partition, cfg.seed)
 
 
-def init_global(model: nn.Module, cfg: ExperimentConfig) -> GlobalModel:
+def pruning_method(model: nn.Module, data: ImageDataset, cfg: ExperimentConfig) -> Method:
+    """The configured pruning method; build it once per process (structured pruning traces
+    the model's channel dependencies)."""
+    return method_for(cfg, model, data.input_shape)
+
+
+def init_global(
+    model: nn.Module, method: Method, data: ImageDataset, shards: Partition, cfg: ExperimentConfig
+) -> GlobalModel:
+    """The seeded fresh model with a full mask, as the method wants to start (FedDST sparse
+    from round 0, PruneFL after its initial prune on one client's data)."""
     weights = {name: t.detach().clone() for name, t in model.state_dict().items()}
-    names = prunable_names(weights, cfg.pruning.include_bias_and_norm)
-    return GlobalModel(weights=weights, mask=full_mask(weights, names))
+    structured = cfg.pruning.method == "structured"  # a removed channel takes its bias along
+    names = prunable_names(weights, cfg.pruning.include_bias_and_norm or structured)
+    rows = torch.from_numpy(shards[cfg.pruning.prunefl.initial_client])
+    trainer = initial_training(model, data.x_train[rows], data.y_train[rows], cfg)
+    weights, mask = method.start(weights, full_mask(weights, names), trainer)
+    return GlobalModel(weights=weights, mask=mask)
 
 
 def sample_clients(cfg: ExperimentConfig, round_: int) -> list[int]:
@@ -164,6 +190,7 @@ def downloads(
 
 def train_clients(
     model: nn.Module,
+    method: Method,
     payload: bytes,
     data: ImageDataset,
     shards: Partition,
@@ -171,9 +198,11 @@ def train_clients(
     round_: int,
     cfg: ExperimentConfig,
 ) -> list[ClientUpdate]:
-    """Each client starts from the decoded broadcast, trains under its mask (one after another
-    in the one shared `model`, or all together with `client.vectorize`), prunes locally when
-    placement is `client`, and encodes its model for upload."""
+    """Each client starts from the decoded broadcast and trains under its mask: one after
+    another in the one shared `model` (or in the physically smaller model, for structured
+    pruning), or all together with `client.vectorize`. The method may change a client's
+    mask during training (FedDST) or after it (client-side pruning) and may ask for
+    importance (PruneFL); then the client encodes its model for upload."""
     weights, mask = decode(payload)
     generators = [
         torch.Generator().manual_seed(seed_for(cfg.seed, round_, client)) for client in clients
@@ -183,22 +212,42 @@ def train_clients(
         trained, losses = train_together(
             model, weights, mask, data.x_train, data.y_train, shard_rows, generators, cfg.client
         )
+        masks = [mask] * len(clients)
+        importances: list[Weights | None] = [None] * len(clients)
     else:
-        trained, losses = [], []
+        trained, losses, masks, importances = [], [], [], []
+        learner = method.learner(weights, mask) if method.trains_shrunk else model
+        start = slice_weights(weights, mask) if learner is not model else weights
+        learn_mask = {} if learner is not model else mask
         for rows, generator in zip(shard_rows, generators, strict=True):
-            model.load_state_dict(weights)
+            learner.load_state_dict(start)
             x, y = data.x_train[rows], data.y_train[rows]
-            losses.append(local_train(model, mask, x, y, cfg.client, generator))
-            trained.append({name: t.detach().clone() for name, t in model.state_dict().items()})
-    target = schedule_for(cfg.pruning).target(round_)
+            steps = cfg.client.epochs * math.ceil(len(rows) / cfg.client.batch_size)
+            importance = (
+                {name: torch.zeros_like(weights[name]) for name in mask}
+                if method.wants_importance(round_)
+                else None
+            )
+            loss, kept = local_train(
+                learner, learn_mask, x, y, cfg.client, generator,
+                method.regrowth(round_, steps), importance,
+            )  # fmt: skip
+            local = {name: t.detach().clone() for name, t in learner.state_dict().items()}
+            if learner is not model:
+                local, kept = expand_weights(local, mask, weights), mask
+            losses.append(loss)
+            trained.append(local)
+            masks.append(kept)
+            importances.append(importance)
     updates = []
-    for client, rows, local, loss in zip(clients, shard_rows, trained, losses, strict=True):
-        kept = mask
-        if cfg.pruning.placement == "client" and target > 0:
-            kept = magnitude_mask(local, mask, target, cfg.pruning.scope)
-            apply_mask_(local, kept)
+    for client, rows, local, kept, importance, loss in zip(
+        clients, shard_rows, trained, masks, importances, losses, strict=True
+    ):
+        kept = method.client_mask(local, kept, round_)
+        apply_mask_(local, kept)
         upload = encode(local, kept, cfg.compression, seed_for(cfg.seed, round_, client))
-        updates.append(ClientUpdate(client, len(rows), upload, loss))
+        extra = save_tensors({n: t.half() for n, t in importance.items()}) if importance else b""
+        updates.append(ClientUpdate(client, len(rows), upload, loss, extra))
     return updates
 
 
@@ -224,14 +273,33 @@ def aggregate(
     )
 
 
-def server_prune(global_model: GlobalModel, round_: int, cfg: ExperimentConfig) -> GlobalModel:
-    """Prune the aggregated model to the schedule's target (placement `server` only)."""
-    target = schedule_for(cfg.pruning).target(round_)
-    if cfg.pruning.placement != "server" or target == 0:
-        return global_model
-    mask = magnitude_mask(global_model.weights, global_model.mask, target, cfg.pruning.scope)
-    weights = {name: t.clone() for name, t in global_model.weights.items()}
-    apply_mask_(weights, mask)
+def mean_importance(updates: list[ClientUpdate]) -> Weights | None:
+    """The sample-weighted mean of the clients' importance, or None if none was sent."""
+    sent = [u for u in sorted(updates, key=lambda u: u.client) if u.importance]
+    if not sent:
+        return None
+    total = sum(u.num_samples for u in sent)
+    mean: Weights = {}
+    for update in sent:
+        for name, value in load_tensors(update.importance).items():
+            share = value.float() * (update.num_samples / total)
+            mean[name] = mean[name] + share if name in mean else share
+    return mean
+
+
+def server_prune(
+    global_model: GlobalModel,
+    updates: list[ClientUpdate],
+    method: Method,
+    round_: int,
+    cfg: ExperimentConfig,
+) -> GlobalModel:
+    """The method's next global mask (and weights) from the aggregate: magnitude pruning to
+    the schedule's target, a structured mask, FedDST's consensus, PruneFL's importance
+    ranking, or the lottery ticket's rewind."""
+    weights, mask = method.server(
+        global_model.weights, global_model.mask, round_, mean_importance(updates)
+    )
     return GlobalModel(weights=weights, mask=mask)
 
 
@@ -263,7 +331,8 @@ def round_metrics(
     result = evaluate(model, global_model, data, cfg) if is_test_round(round_, cfg) else untested
     report = measure_sparsity(global_model.weights, global_model.mask)
     samples = sum(u.num_samples for u in updates)
-    bytes_up = sum(len(u.payload) for u in updates)
+    bytes_up = sum(u.bytes_up for u in updates)
+    importance_up = sum(len(u.importance) for u in updates)
     floor_up = sum(floor_bits(u.payload) for u in updates) / 8
     bytes_down = sent.bytes
     floor_down = sent.floor_bytes
@@ -282,7 +351,8 @@ def round_metrics(
         layer_sparsity=report.per_layer,
         floor_bytes_up=floor_up,
         floor_bytes_down=floor_down,
-        floor_ratio_up=bytes_up / floor_up if floor_up else math.nan,
+        floor_ratio_up=(bytes_up - importance_up) / floor_up if floor_up else math.nan,
         floor_ratio_down=bytes_down / floor_down if floor_down else math.nan,
         values_only_downloads=sent.values_clients,
+        importance_bytes_up=importance_up,
     )

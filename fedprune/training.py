@@ -6,6 +6,7 @@ Batches are drawn from a per-client generator, so a client's result depends only
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -13,7 +14,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from fedprune.config import ClientConfig
-from fedprune.pruning import Mask, apply_mask_, mask_gradients_
+from fedprune.pruning import Mask, Weights, apply_mask_, mask_gradients_
+
+
+@dataclass(frozen=True)
+class Regrowth:
+    """A mid-training mask change (dynamic sparse training): at step `at_step`, `adjust` gets
+    the weights, their dense gradients and the mask, and returns the new mask."""
+
+    at_step: int
+    adjust: Callable[[Weights, Weights, Mask], Mask]
 
 
 def local_train(
@@ -23,8 +33,12 @@ def local_train(
     y: torch.Tensor,
     cfg: ClientConfig,
     generator: torch.Generator,
-) -> float:
-    """Train `model` in place with masked SGD (+ FedProx μ); returns the mean batch loss."""
+    regrowth: Regrowth | None = None,
+    importance: Weights | None = None,
+) -> tuple[float, Mask]:
+    """Train `model` in place with masked SGD (+ FedProx μ); returns the mean batch loss and
+    the mask it ended with (changed only by `regrowth`). With `importance`, adds each masked
+    parameter's squared dense gradient of every step to it (PruneFL's importance)."""
     params = dict(model.named_parameters())
     anchor = {n: p.detach().clone() for n, p in params.items()} if cfg.prox_mu else {}
     optimizer = torch.optim.SGD(
@@ -38,6 +52,17 @@ def local_train(
             optimizer.zero_grad(set_to_none=True)
             loss = F.cross_entropy(model(x[batch]), y[batch])
             loss.backward()
+            if importance is not None:
+                for name, total_sq in importance.items():
+                    total_sq.add_(params[name].grad.square())
+            if regrowth is not None and batches == regrowth.at_step:
+                grads = {name: p.grad for name, p in params.items()}
+                mask = regrowth.adjust({n: p.detach() for n, p in params.items()}, grads, mask)
+                apply_mask_(params, mask)
+                for name, keep in mask.items():  # a dropped weight's momentum must not revive it
+                    buffer = optimizer.state[params[name]].get("momentum_buffer")
+                    if buffer is not None:
+                        buffer.mul_(keep)
             if cfg.prox_mu:
                 # Gradient of (μ/2)·||w − w_global||², added directly instead of via the loss.
                 for name, param in params.items():
@@ -47,7 +72,7 @@ def local_train(
             total += loss.item()
             batches += 1
     apply_mask_(params, mask)
-    return total / max(batches, 1)
+    return total / max(batches, 1), mask
 
 
 @dataclass(frozen=True)

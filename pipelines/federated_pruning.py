@@ -113,7 +113,9 @@ def build_pipeline(cfg: ExperimentConfig) -> BaseComponent:
         run = _pod(step["setup"](config_json=config_json), cfg, light, kf.client_timeout_s)
         shards = step["partition"](config_json=config_json)
         _pod(shards, cfg, light, kf.client_timeout_s)
-        model = step["init_model"](config_json=config_json, run_id=run.output)
+        model = step["init_model"](
+            config_json=config_json, run_id=run.output, shards=shards.outputs["shards"]
+        )
         _pod(model, cfg, light, kf.client_timeout_s)
         current = model.outputs["model"]
         for round_ in range(1, cfg.rounds + 1):

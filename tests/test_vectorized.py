@@ -25,18 +25,19 @@ def test_vectorized_matches_sequential(mnist_small, model, client):
     sequential_cfg = parse_config(raw)
     vectorized_cfg = parse_config({**raw, "client": {**client, "vectorize": True}})
     torch_model = steps.new_model(sequential_cfg, mnist_small)
-    start = steps.init_global(torch_model, sequential_cfg)
+    method = steps.pruning_method(torch_model, mnist_small, sequential_cfg)
+    shards = [s[:150] for s in steps.partition_data(mnist_small, sequential_cfg)]  # unequal sizes
+    start = steps.init_global(torch_model, method, mnist_small, shards, sequential_cfg)
     start.mask = magnitude_mask(start.weights, start.mask, 0.7, "global")
     apply_mask_(start.weights, start.mask)
-    shards = [s[:150] for s in steps.partition_data(mnist_small, sequential_cfg)]  # unequal sizes
     payload = steps.broadcast(start, sequential_cfg)
     clients = [0, 2, 3, 5]
 
     one_by_one = steps.train_clients(
-        torch_model, payload, mnist_small, shards, clients, 1, sequential_cfg
+        torch_model, method, payload, mnist_small, shards, clients, 1, sequential_cfg
     )
     together = steps.train_clients(
-        torch_model, payload, mnist_small, shards, clients, 1, vectorized_cfg
+        torch_model, method, payload, mnist_small, shards, clients, 1, vectorized_cfg
     )
 
     assert [u.client for u in together] == clients

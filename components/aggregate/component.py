@@ -4,7 +4,8 @@ from kfp.dsl import Artifact, Input, Model, Output
 def aggregate(
     config_json: str, message: Input[Artifact], updates: Input[list[Artifact]], model: Output[Model]
 ):
-    """Aggregate the round's updates (on the GPU when the pod has one), then server-prune."""
+    """Aggregate the round's updates (on the GPU when the pod has one), then let the pruning
+    method choose the next global mask."""
     import json
 
     import torch
@@ -16,5 +17,8 @@ def aggregate(
     cfg = parse_config(json.loads(config_json))
     round_ = read_broadcast(message.path).round
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    combined = steps.aggregate(read_updates([u.path for u in updates]), cfg, device)
-    write_model(model.path, steps.server_prune(combined, round_, cfg))
+    received = read_updates([u.path for u in updates])
+    combined = steps.aggregate(received, cfg, device)
+    data = steps.load_data(cfg)  # the method needs the model's input shape
+    method = steps.pruning_method(steps.new_model(cfg, data), data, cfg)
+    write_model(model.path, steps.server_prune(combined, received, method, round_, cfg))

@@ -1,20 +1,24 @@
-from kfp.dsl import Model, Output
+from kfp.dsl import Dataset, Input, Model, Output
 
 
-def init_model(config_json: str, run_id: str, model: Output[Model]):
+def init_model(config_json: str, run_id: str, shards: Input[Dataset], model: Output[Model]):
     """The round-0 global model: seeded fresh weights, or with `init_from: latest` the newest
-    model this experiment published (warm start for scheduled runs)."""
+    model this experiment published (warm start for scheduled runs). The pruning method may
+    shape it: FedDST starts sparse, PruneFL prunes after training on one client's shard."""
     import json
 
     from fedprune import steps
     from fedprune.config import parse_config
-    from fedprune.exchange import write_model
+    from fedprune.exchange import read_partition, write_model
     from fedprune.publish import initial_model
     from fedprune.store import open_backend
     from fedprune.tracking import tracker_for
 
     cfg = parse_config(json.loads(config_json))
     data = steps.load_data(cfg)
-    start, source = initial_model(open_backend(cfg.store, cfg.s3), steps.new_model(cfg, data), cfg)
+    fresh = steps.new_model(cfg, data)
+    method = steps.pruning_method(fresh, data, cfg)
+    backend = open_backend(cfg.store, cfg.s3)
+    start, source = initial_model(backend, fresh, method, data, read_partition(shards.path), cfg)
     tracker_for(cfg).attach(run_id).set_tag("init_from", source)
     write_model(model.path, start)

@@ -20,7 +20,15 @@ def train_group(
     data = steps.load_data(cfg)
     clients = received.group(group, cfg.kubeflow.clients_per_pod)
     model = steps.new_model(cfg, data)
+    method = steps.pruning_method(model, data, cfg)
     trained = steps.train_clients(
-        model, received.payload, data, read_partition(shards.path), clients, received.round, cfg
+        model,
+        method,
+        received.payload,
+        data,
+        read_partition(shards.path),
+        clients,
+        received.round,
+        cfg,
     )
     write_updates(updates.path, trained)
