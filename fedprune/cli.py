@@ -87,6 +87,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"({last.nonzero_params:,} of {last.total_params:,} parameters non-zero), "
         f"{uploaded:.2f} MB uploaded, {downloaded:.2f} MB downloaded"
     )
+    costs = result.costs
+    console.print(
+        f"inference: {costs['macs'] / 1e6:.2f} M MACs per sample as it runs "
+        f"(dense {costs['macs_dense'] / 1e6:.2f} M, "
+        f"with sparse kernels {costs['macs_sparse_kernels'] / 1e6:.2f} M)"
+    )
     console.print(f"artifacts: {result.location}")
     console.print(f"MLflow run {result.run_id}: {result.ui_hint}")
     return 0

@@ -38,6 +38,8 @@ class RunResult:
     """Where the run's artifacts are: a folder, or s3://bucket/prefix/experiment/run."""
     history: list[RoundMetrics]
     ui_hint: str
+    costs: dict[str, float]
+    """Inference cost of the final model per sample (`Method.costs`)."""
 
 
 class Progress:
@@ -152,7 +154,7 @@ def run_experiment(
             metrics = steps.round_metrics(
                 round_,
                 candidate,
-                model,
+                method,
                 data,
                 updates,
                 sent,
@@ -165,7 +167,8 @@ def run_experiment(
             history.append(metrics)
             tracker.log_metrics(metrics.flat(), step=round_)
             progress.round_done(metrics)
-        finish(store, tracker, global_model, history, cfg)
+        costs = method.costs(global_model.weights, global_model.mask)
+        finish(store, tracker, global_model, history, costs, cfg)
     except BaseException as error:
         tracker.abandon("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
         raise
@@ -173,4 +176,4 @@ def run_experiment(
         if pool is not None:
             pool.close()
     tracker.finish()
-    return RunResult(store.run_id, store.location, history, tracker.ui_hint())
+    return RunResult(store.run_id, store.location, history, tracker.ui_hint(), costs)

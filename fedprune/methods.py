@@ -18,7 +18,7 @@ from torch import nn
 from fedprune.compression import mask_id
 from fedprune.config import ExperimentConfig
 from fedprune.pruning import Mask, Weights, apply_mask_, magnitude_mask, schedule_for
-from fedprune.structured import ChannelGraph, shrink, structured_mask
+from fedprune.structured import ChannelGraph, macs, shrink, slice_weights, structured_mask
 from fedprune.training import Regrowth, local_train
 
 Model = tuple[Weights, Mask]
@@ -39,6 +39,8 @@ class Method:
     def __init__(self, cfg: ExperimentConfig, model: nn.Module, input_shape: tuple[int, ...]):
         self.cfg = cfg
         self.schedule = schedule_for(cfg.pruning)
+        self.model = model
+        self.input_shape = input_shape
 
     def target(self, round_: int) -> float:
         return self.schedule.target(round_)
@@ -63,11 +65,30 @@ class Method:
         """The next global model from the aggregate (and the clients' mean importance)."""
         return weights, mask
 
-    def _magnitude(self, weights: Weights, mask: Mask, round_: int) -> Model:
+    def served(self, weights: Weights, mask: Mask) -> nn.Module:
+        """The model as it runs (tests, inference): here full shape with zeros in place."""
+        self.model.load_state_dict(weights)
+        return self.model
+
+    def costs(self, weights: Weights, mask: Mask) -> dict[str, float]:
+        """Inference cost per sample: MACs of the dense model, of the model as it runs
+        (smaller only when channels were removed), and with sparse kernels."""
+        served = self.served(weights, mask)
+        dense = macs(self.model, self.input_shape)
+        running = macs(served, self.input_shape)
+        remaining = None if self.trains_shrunk else mask  # a shrunk model is dense inside
+        return {
+            "macs_dense": dense,
+            "macs": running,
+            "macs_sparse_kernels": macs(served, self.input_shape, remaining),
+        }
+
+    def _magnitude(self, weights: Weights, mask: Mask, round_: int, scope: str = "") -> Model:
         target = self.target(round_)
         if target == 0:
             return weights, mask
-        return _pruned(weights, magnitude_mask(weights, mask, target, self.cfg.pruning.scope))
+        scope = scope or self.cfg.pruning.scope
+        return _pruned(weights, magnitude_mask(weights, mask, target, scope))
 
 
 class Magnitude(Method):
@@ -98,6 +119,11 @@ class Structured(Method):
         super().__init__(cfg, model, input_shape)
         self.graph = ChannelGraph.of(model, input_shape)
         self._shrunk: tuple[str, nn.Module] | None = None
+
+    def served(self, weights: Weights, mask: Mask) -> nn.Module:
+        model = self.learner(weights, mask)
+        model.load_state_dict(slice_weights(weights, mask))
+        return model
 
     def learner(self, weights: Weights, mask: Mask) -> nn.Module:
         """The physically pruned model for this mask, built once per mask and reused."""
@@ -138,10 +164,12 @@ class FedDST(Method):
     sparse from round 0; in readjustment rounds each client drops its smallest kept weights
     halfway through local training and regrows as many where the dense gradient is largest
     (RigL, Evci et al. 2020); the server aggregates (union of masks) and prunes back to the
-    target by magnitude, so sparsity stays constant while the mask moves."""
+    target by magnitude, so sparsity stays constant while the mask moves. Sparsity is per
+    layer (the same share in every layer, as in FedDST's uniform setting): a global cut of the
+    untrained model would empty the widest layer, whose initial weights are the smallest."""
 
     def start(self, weights: Weights, mask: Mask, train_one: Trainer) -> Model:
-        return self._magnitude(weights, mask, 1)
+        return self._magnitude(weights, mask, 1, "layerwise")
 
     def regrowth(self, round_: int, steps: int) -> Regrowth | None:
         if round_ % self.cfg.pruning.feddst.every or self.target(round_) == 0:
@@ -153,7 +181,7 @@ class FedDST(Method):
     def server(
         self, weights: Weights, mask: Mask, round_: int, importance: Weights | None
     ) -> Model:
-        return self._magnitude(weights, mask, round_)
+        return self._magnitude(weights, mask, round_, "layerwise")
 
 
 def prune_and_regrow(weights: Weights, grads: Weights, mask: Mask, share: float) -> Mask:

@@ -124,12 +124,15 @@ def finish(
     tracker: Tracker,
     global_model: GlobalModel,
     history: list[RoundMetrics],
+    costs: dict[str, float],
     cfg: ExperimentConfig,
 ) -> None:
-    """Publish the final model, metrics and plots (manifest last) and log them to MLflow."""
+    """Publish the final model, metrics, inference costs (`Method.costs`) and plots (manifest
+    last) and log them to MLflow."""
     final = {
         "model.safetensors": model_bytes(global_model.weights, global_model.mask),
         "metrics.json": json.dumps([dataclasses.asdict(m) for m in history], indent=2).encode(),
+        "costs.json": json.dumps(costs, indent=2).encode(),
     }
     with tempfile.TemporaryDirectory() as scratch:
         for plot in plot_run(history, Path(scratch), f"{cfg.experiment} ({store.run_id[:8]})"):
@@ -137,3 +140,4 @@ def finish(
     store.publish("", final, rounds=len(history))
     for name, data in final.items():
         tracker.log_bytes(name, data, "plots" if name.endswith(".png") else None)
+    tracker.log_metrics(costs, step=len(history))

@@ -304,11 +304,12 @@ def server_prune(
 
 
 def evaluate(
-    model: nn.Module, global_model: GlobalModel, data: ImageDataset, cfg: ExperimentConfig
+    method: Method, global_model: GlobalModel, data: ImageDataset, cfg: ExperimentConfig
 ) -> Evaluation:
-    """Test accuracy and loss of the global model."""
-    model.load_state_dict(global_model.weights)
-    return evaluate_model(model, data.x_test, data.y_test, cfg.eval.batch_size)
+    """Test accuracy and loss of the global model, as it runs (physically pruned, for
+    structured pruning)."""
+    served = method.served(global_model.weights, global_model.mask)
+    return evaluate_model(served, data.x_test, data.y_test, cfg.eval.batch_size)
 
 
 def is_test_round(round_: int, cfg: ExperimentConfig) -> bool:
@@ -318,7 +319,7 @@ def is_test_round(round_: int, cfg: ExperimentConfig) -> bool:
 def round_metrics(
     round_: int,
     global_model: GlobalModel,
-    model: nn.Module,
+    method: Method,
     data: ImageDataset,
     updates: list[ClientUpdate],
     sent: Downloads,
@@ -328,7 +329,7 @@ def round_metrics(
     """Evaluate the new global model (on test rounds) and add what the round cost in bytes
     and seconds."""
     untested = Evaluation(accuracy=math.nan, loss=math.nan)
-    result = evaluate(model, global_model, data, cfg) if is_test_round(round_, cfg) else untested
+    result = evaluate(method, global_model, data, cfg) if is_test_round(round_, cfg) else untested
     report = measure_sparsity(global_model.weights, global_model.mask)
     samples = sum(u.num_samples for u in updates)
     bytes_up = sum(u.bytes_up for u in updates)

@@ -192,7 +192,18 @@ def shrink(graph: ChannelGraph, weights: Weights, mask: Mask) -> nn.Module:
     return model
 
 
-def macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """Multiply-accumulates of one forward pass of one sample (torch-pruning's counter)."""
-    ops, _ = tp.utils.count_ops_and_params(model, torch.zeros(1, *input_shape))
-    return int(ops)
+def macs(model: nn.Module, input_shape: tuple[int, ...], mask: Mask | None = None) -> float:
+    """Multiply-accumulates of one forward pass of one sample (torch-pruning's counter); with
+    `mask`, each layer's count scaled by its weight density: what sparse kernels would do."""
+    total, _, per_layer, _ = tp.utils.count_ops_and_params(
+        model, torch.zeros(1, *input_shape), layer_wise=True
+    )
+    if mask is None:
+        return float(total)
+    scaled = 0.0
+    for name, module in model.named_modules():
+        ops = per_layer.get(module) or 0.0
+        if not list(module.children()):
+            keep = mask.get(f"{name}.weight")
+            scaled += ops * (float(keep.float().mean()) if keep is not None else 1.0)
+    return scaled

@@ -53,16 +53,26 @@ class Tracker:
                 os.environ.setdefault(name, value)
         self.client = MlflowClient(tracking_uri=uri)
         with tracking_errors(uri):
-            found = self.client.get_experiment_by_name(experiment)
-            if found is None:
-                # Local runs keep their artifacts beside the store instead of in ./mlruns.
-                location = None if remote else artifact_root.resolve().as_uri()
-                self.experiment_id = self.client.create_experiment(
-                    experiment, artifact_location=location
-                )
-            else:
-                self.experiment_id = found.experiment_id
+            self.experiment_id = self._experiment(experiment, remote, artifact_root)
         self.run_id = ""
+
+    def _experiment(self, name: str, remote: bool, artifact_root: Path) -> str:
+        """The experiment's id, created on first use; two runs starting at once may both try
+        to create it, and the loser takes the winner's."""
+        from mlflow.exceptions import MlflowException
+
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        # Local runs keep their artifacts beside the store instead of in ./mlruns.
+        location = None if remote else artifact_root.resolve().as_uri()
+        try:
+            return self.client.create_experiment(name, artifact_location=location)
+        except MlflowException:
+            found = self.client.get_experiment_by_name(name)
+            if found is None:
+                raise
+            return found.experiment_id
 
     def start(self, run_name: str, params: dict[str, str], tags: dict[str, str]) -> str:
         from mlflow.entities import Param
@@ -153,13 +163,23 @@ def tracker_for(cfg: ExperimentConfig) -> Tracker:
     return Tracker(cfg.tracking, cfg.experiment, root)
 
 
+def method_tag(cfg: ExperimentConfig) -> str:
+    """A short name for what a run did, for `fedprune compare`: `dense`,
+    `magnitude-server-gradual`, `feddst-oneshot`, …"""
+    pruning = cfg.pruning
+    if pruning.schedule.kind == "none":
+        return "dense"
+    where = f"-{pruning.placement}" if pruning.method == "magnitude" else ""
+    return f"{pruning.method}{where}-{pruning.schedule.kind}"
+
+
 def start_run(tracker: Tracker, cfg: ExperimentConfig, engine: str) -> str:
     """Start the experiment's MLflow run: params = flattened config, tags for filtering."""
     tags = {
         "dataset": cfg.data.dataset,
         "partition": cfg.data.partition.kind,
         "model": cfg.model.name,
-        "method": f"{cfg.pruning.placement}-{cfg.pruning.schedule.kind}",
+        "method": method_tag(cfg),
         "engine": engine,
     }
     return tracker.start(f"{cfg.experiment}-s{cfg.seed}", flatten(cfg), tags)

@@ -23,6 +23,7 @@ from fedprune import engine, steps
 from fedprune.config import parse_config
 from fedprune.data import data_dir, load_dataset
 from fedprune.exchange import read_model
+from fedprune.pruning import measure_sparsity
 from pipelines.federated_pruning import build_pipeline
 
 
@@ -72,7 +73,9 @@ def main(image: str) -> None:
     print(f"kfp.local DockerRunner: {time.perf_counter() - started:.1f} s")
 
     final = read_model(Path(result.output.path))
-    accuracy, report = steps.evaluate(steps.new_model(cfg, mnist), final, mnist, cfg)
+    method = steps.pruning_method(steps.new_model(cfg, mnist), mnist, cfg)
+    accuracy = steps.evaluate(method, final, mnist, cfg)
+    report = measure_sparsity(final.weights, final.mask)
     expected = reference.history[-1]
     print(f"accuracy in image {accuracy.accuracy:.4f}, local engine {expected.test_accuracy:.4f}")
     if (accuracy.accuracy, accuracy.loss) != (expected.test_accuracy, expected.test_loss):

@@ -42,6 +42,28 @@ def test_client_placement_requires_mask_aware_aggregation():
         parse_config({"pruning": {"placement": "client"}, "aggregation": {"method": "fedavg"}})
 
 
+def test_unknown_method_lists_the_methods():
+    with pytest.raises(ConfigError) as error:
+        parse_config({"pruning": {"method": "snip"}})
+    message = str(error.value)
+    assert "pruning.method" in message
+    assert all(f"'{m}'" in message for m in ("magnitude", "structured", "feddst", "prunefl"))
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ({"pruning": {"method": "structured", "placement": "client"}}, "pruning.placement"),
+        ({"pruning": {"method": "feddst"}, "client": {"vectorize": True}}, "client.vectorize"),
+        ({"pruning": {"method": "prunefl"}, "aggregation": {"method": "fedavg"}}, "mask_aware"),
+        ({"pruning": {"method": "prunefl", "prunefl": {"initial_client": 10}}}, "initial_client"),
+    ],
+)
+def test_method_combinations_that_cannot_work_are_refused(raw, field):
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        parse_config(raw)
+
+
 def test_clients_per_round():
     assert (
         parse_config(

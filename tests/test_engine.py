@@ -32,7 +32,7 @@ def test_server_pruning_run(make_config, mnist_small):
     run = client.get_run(result.run_id)
     assert run.info.status == "FINISHED"
     assert run.data.params["pruning.schedule.target"] == "0.8"
-    assert run.data.tags["method"] == "server-oneshot"
+    assert run.data.tags["method"] == "magnitude-server-oneshot"
     for metric in ("test_accuracy", "test_loss", "sparsity", "bytes_up", "bytes_down", "seconds"):
         history = client.get_metric_history(result.run_id, metric)
         assert sorted(p.step for p in history) == [1, 2, 3], metric

@@ -31,7 +31,8 @@ def test_kfp_local_matches_local_engine(make_config, mnist_small, tmp_path):
 
     # Same steps, same seeds, same summation order: the numbers are identical, not just close.
     final = read_model(final_path)
-    accuracy = steps.evaluate(steps.new_model(cfg, mnist_small), final, mnist_small, cfg)
+    method = steps.pruning_method(steps.new_model(cfg, mnist_small), mnist_small, cfg)
+    accuracy = steps.evaluate(method, final, mnist_small, cfg)
     assert accuracy.accuracy == local.history[-1].test_accuracy
     assert accuracy.loss == local.history[-1].test_loss
     report = measure_sparsity(final.weights, final.mask)

@@ -103,7 +103,7 @@ def test_s3_and_mlflow_server_end_to_end(reference, s3_server, mlflow_server, s3
     client = MlflowClient(mlflow_server.uri)
     run = client.get_run(result.run_id)
     assert run.info.status == "FINISHED"
-    assert run.data.tags["method"] == "server-oneshot"
+    assert run.data.tags["method"] == "magnitude-server-oneshot"
     for metric in ("test_accuracy", "bytes_up", "sparsity"):
         assert sorted(p.step for p in client.get_metric_history(result.run_id, metric)) == [
             1,

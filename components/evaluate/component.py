@@ -25,10 +25,11 @@ def evaluate(
     data = steps.load_data(cfg)
     global_model = read_model(model.path)
     clients = read_updates([u.path for u in updates])
+    method = steps.pruning_method(steps.new_model(cfg, data), data, cfg)
     result = steps.round_metrics(
         received.round,
         global_model,
-        steps.new_model(cfg, data),
+        method,
         data,
         clients,
         received.sent,

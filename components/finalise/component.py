@@ -2,10 +2,12 @@ from kfp.dsl import Input, Model, Output
 
 
 def finalise(config_json: str, run_id: str, model: Input[Model], final_model: Output[Model]):
-    """Publish the final model, metrics and plots to the store and MLflow, close the run."""
+    """Publish the final model, metrics, inference costs and plots to the store and MLflow,
+    close the run."""
     import json
     import shutil
 
+    from fedprune import steps
     from fedprune.config import parse_config
     from fedprune.exchange import read_model
     from fedprune.publish import finish, history_until, run_store
@@ -15,5 +17,9 @@ def finalise(config_json: str, run_id: str, model: Input[Model], final_model: Ou
     shutil.copyfile(model.path, final_model.path)
     store = run_store(cfg, run_id)
     tracker = tracker_for(cfg).attach(run_id)
-    finish(store, tracker, read_model(model.path), history_until(store, cfg.rounds), cfg)
+    final = read_model(model.path)
+    data = steps.load_data(cfg)
+    method = steps.pruning_method(steps.new_model(cfg, data), data, cfg)
+    costs = method.costs(final.weights, final.mask)
+    finish(store, tracker, final, history_until(store, cfg.rounds), costs, cfg)
     tracker.finish()

@@ -1,0 +1,376 @@
+"""Every pruning method on MNIST and Fashion-MNIST, non-IID (Dirichlet α=0.5 and 2 shards per
+client), at 50/80/90/95% sparsity, plus dense FedAvg; writes docs/results.md and one
+accuracy-vs-MB plot per data set. Each run is a normal local-engine run logged to MLflow.
+
+    .venv/bin/python bench/methods.py                 # the whole sweep (~1 h on 2 cores)
+    .venv/bin/python bench/methods.py --datasets mnist --sparsities 0.9 --rounds 4  # a taste
+    .venv/bin/python bench/methods.py --report-only   # rewrite docs/results.md from the store
+
+The runs log to an `mlflow server` this script starts (SQLite behind it, so two runs can
+log at once) and stops at the end; browse them afterwards with
+`mlflow ui --backend-store-uri sqlite:///bench-runs/methods/mlflow.db`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+import yaml  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from fedprune import engine  # noqa: E402
+from fedprune.config import ExperimentConfig, parse_config  # noqa: E402
+from fedprune.data import load_dataset  # noqa: E402
+from fedprune.steps import RoundMetrics  # noqa: E402
+from fedprune.store import LocalBackend, RunStore  # noqa: E402
+
+WORKLOAD = """Workload per run, sized so the 100 runs fit in about an hour on 2 cores: the FedAvg
+paper's MLP (199,210 parameters), 20 clients, 5 sampled per round, {rounds} rounds of 1 local
+epoch (batch 32, SGD lr 0.05, momentum 0.5), sparse fp32 payloads, test on the 10k test set
+after every round."""
+
+PARTITIONS = {
+    "dirichlet 0.5": {"kind": "dirichlet", "alpha": 0.5},
+    "shards 2": {"kind": "shards", "shards_per_client": 2},
+}
+
+
+def pruning(method: str, sparsity: float, rounds: int) -> dict:
+    """The method's settings at a final sparsity (see docs/methods.md for the choices)."""
+    end = max(2, rounds * 3 // 5)
+    ramp = {"kind": "gradual", "target": sparsity, "start_round": 2, "end_round": end}
+    fixed = {"kind": "oneshot", "target": sparsity, "at_round": 1}
+    steps_ = 4  # lottery: reach the target in 4 prune-and-rewind steps, then train on
+    rate = 1.0 - (1.0 - sparsity) ** (1.0 / steps_)
+    every = max(1, rounds * 3 // 5 // steps_)
+    return {
+        "dense": {"method": "magnitude"},
+        "magnitude (server)": {"method": "magnitude", "schedule": ramp},
+        "magnitude (client)": {"method": "magnitude", "schedule": ramp, "placement": "client"},
+        "structured": {"method": "structured", "schedule": ramp},
+        "feddst": {"method": "feddst", "schedule": fixed, "feddst": {"every": 4}},
+        "prunefl": {"method": "prunefl", "schedule": fixed, "prunefl": {"every": 5}},
+        "lottery": {
+            "method": "lottery",
+            "schedule": {"kind": "iterative", "target": sparsity, "every": every, "rate": rate},
+        },
+    }[method]
+
+
+METHODS = [
+    "magnitude (server)",
+    "magnitude (client)",
+    "structured",
+    "feddst",
+    "prunefl",
+    "lottery",
+]
+
+
+@dataclass
+class Spec:
+    dataset: str
+    partition: str
+    method: str
+    sparsity: float
+    rounds: int
+    root: str
+    tracking: str
+
+
+@dataclass
+class Row:
+    dataset: str
+    partition: str
+    method: str
+    sparsity: float
+    final_sparsity: float
+    accuracy: float
+    best_accuracy: float
+    mb_up: float
+    floor_ratio_up: float
+    macs: float
+    macs_dense: float
+    macs_sparse_kernels: float
+    seconds: float
+    accuracy_curve: list[float]
+    mb_up_curve: list[float]
+
+
+_data: dict = {}
+
+
+def _start() -> None:
+    torch.set_num_threads(1)  # two runs side by side use the two cores better than one
+
+
+def run(spec: Spec) -> Row:
+    data = _data.get(spec.dataset) or _data.setdefault(spec.dataset, load_dataset(spec.dataset))
+    root = Path(spec.root)
+    cfg = parse_config(
+        {
+            "experiment": f"methods-{spec.dataset}",
+            "rounds": spec.rounds,
+            "data": {
+                "dataset": spec.dataset,
+                "num_clients": 20,
+                "partition": PARTITIONS[spec.partition],
+            },
+            "model": {"name": "mlp"},
+            "client": {"epochs": 1, "batch_size": 32, "lr": 0.05, "momentum": 0.5},
+            "sampling": {"count": 5},
+            "pruning": pruning(spec.method, spec.sparsity, spec.rounds),
+            "store": str(root / "runs"),
+            "tracking": spec.tracking,
+        }
+    )
+    started = time.perf_counter()
+    result = engine.run_experiment(cfg, data=data)
+    seconds = time.perf_counter() - started
+    store = RunStore(LocalBackend(cfg.store), cfg.experiment, result.run_id)
+    return to_row(spec, result.history, json.loads(store.read("costs.json")), seconds)
+
+
+def to_row(spec: Spec, history: list[RoundMetrics], costs: dict, seconds: float) -> Row:
+    up = [m.bytes_up for m in history]
+    floor = sum(m.floor_bytes_up for m in history)
+    model_up = sum(m.bytes_up - m.importance_bytes_up for m in history)
+    cumulative = [sum(up[: i + 1]) / 1e6 for i in range(len(up))]
+    return Row(
+        dataset=spec.dataset,
+        partition=spec.partition,
+        method=spec.method,
+        sparsity=spec.sparsity,
+        final_sparsity=history[-1].sparsity,
+        accuracy=history[-1].test_accuracy,
+        best_accuracy=max(m.test_accuracy for m in history),
+        mb_up=cumulative[-1],
+        floor_ratio_up=model_up / floor if floor else math.nan,
+        macs=costs["macs"],
+        macs_dense=costs["macs_dense"],
+        macs_sparse_kernels=costs["macs_sparse_kernels"],
+        seconds=seconds,
+        accuracy_curve=[m.test_accuracy for m in history],
+        mb_up_curve=cumulative,
+    )
+
+
+def label(cfg: ExperimentConfig) -> str:
+    """The sweep's name for a run's method, read back from its config."""
+    pruning = cfg.pruning
+    if pruning.schedule.kind == "none":
+        return "dense"
+    if pruning.method == "magnitude":
+        return f"magnitude ({pruning.placement})"
+    return pruning.method
+
+
+def rows_from_store(root: Path) -> list[Row]:
+    """Every finished run of the sweep, rebuilt from what it published to the store."""
+    rows = []
+    for folder in sorted((root / "runs").glob("methods-*/*")):
+        if not (folder / "costs.json").exists():
+            continue  # unfinished
+        cfg = ExperimentConfig.model_validate(yaml.safe_load((folder / "config.yaml").read_text()))
+        history = [RoundMetrics(**m) for m in json.loads((folder / "metrics.json").read_text())]
+        partition = next(k for k, v in PARTITIONS.items() if v["kind"] == cfg.data.partition.kind)
+        sparsity = cfg.pruning.schedule.target if label(cfg) != "dense" else 0.0
+        spec = Spec(cfg.data.dataset, partition, label(cfg), sparsity, cfg.rounds, str(root), "")
+        costs = json.loads((folder / "costs.json").read_text())
+        rows.append(to_row(spec, history, costs, sum(m.seconds for m in history)))
+    return rows
+
+
+def dense_mb_to_reach(dense: Row, accuracy: float) -> float | None:
+    """MB dense FedAvg uploaded until its test accuracy first reached `accuracy`."""
+    for acc, mb in zip(dense.accuracy_curve, dense.mb_up_curve, strict=True):
+        if acc >= accuracy:
+            return mb
+    return None
+
+
+def write_report(rows: list[Row], out: Path, command: str, wall: float) -> None:
+    lines = [
+        "# Results: pruning methods compared",
+        "",
+        "Measured by `bench/methods.py` on this project's 2-core CPU machine (torch 2.13.0 CPU,",
+        "one thread per run, two runs side by side). Reproduce with:",
+        "",
+        "```bash",
+        command,
+        "```",
+        "",
+        WORKLOAD.format(rounds=len(rows[0].accuracy_curve)),
+        "Method settings are in `pruning()` of bench/methods.py and explained in",
+        "docs/methods.md. Accuracy is the global model's after the last round; MB up counts",
+        "every byte clients uploaded over all rounds (model payloads and PruneFL's importance);",
+        "bytes/floor is the model payloads against their entropy floor; MACs are per sample:",
+        "as the model runs (channels removed) and with ideal sparse kernels.",
+        f"Whole sweep: {len(rows)} runs, {wall / 60:.0f} min wall.",
+        "",
+    ]
+    for dataset in sorted({r.dataset for r in rows}):
+        for partition in PARTITIONS:
+            chosen = [r for r in rows if r.dataset == dataset and r.partition == partition]
+            if not chosen:
+                continue
+            dense = next((r for r in chosen if r.method == "dense"), None)
+            lines += [
+                f"## {dataset}, {partition}",
+                "",
+                "| method | target | sparsity | accuracy | MB up | bytes/floor | MACs | "
+                "MACs sparse kernels | dense MB to same accuracy |",
+                "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            ]
+            order = ["dense", *METHODS]
+            for r in sorted(chosen, key=lambda r: (r.sparsity, order.index(r.method))):
+                reach = dense_mb_to_reach(dense, r.accuracy) if dense else None
+                lines.append(
+                    f"| {r.method} | {100 * r.sparsity:.0f}% | {100 * r.final_sparsity:.1f}% "
+                    f"| {100 * r.accuracy:.2f}% | {r.mb_up:.1f} | {r.floor_ratio_up:.3f} "
+                    f"| {r.macs / 1e3:.0f}k | {r.macs_sparse_kernels / 1e3:.0f}k "
+                    f"| {f'{reach:.1f}' if reach is not None else 'not reached'} |"
+                )
+            lines.append("")
+        lines += [f"![accuracy vs MB uploaded, {dataset}](results-{dataset}.png)", ""]
+        plot(rows, dataset, out.parent / f"results-{dataset}.png")
+    ratios = [r.floor_ratio_up for r in rows if r.method != "dense"]
+    if ratios:
+        lines.append(
+            f"bytes/floor over all pruned runs: median {statistics.median(ratios):.3f}, "
+            f"max {max(ratios):.3f}."
+        )
+    out.write_text("\n".join(lines) + "\n")
+
+
+def plot(rows: list[Row], dataset: str, path: Path) -> None:
+    figure, axes = plt.subplots(1, len(PARTITIONS), figsize=(12, 4.5), sharey=False)
+    for axis, partition in zip(axes, PARTITIONS, strict=True):
+        for method in ["dense", *METHODS]:
+            points = sorted(
+                (
+                    r
+                    for r in rows
+                    if (r.dataset, r.partition, r.method) == (dataset, partition, method)
+                ),
+                key=lambda r: r.sparsity,
+            )
+            if points:
+                axis.plot(
+                    [r.mb_up for r in points],
+                    [100 * r.accuracy for r in points],
+                    marker="o",
+                    label=method,
+                )
+        axis.set_xscale("log")
+        axis.set_xlabel("MB uploaded in total (log)")
+        axis.set_ylabel("final test accuracy (%)")
+        axis.set_title(f"{dataset}, {partition}")
+        axis.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--datasets", default="mnist,fashion-mnist")
+    parser.add_argument("--partitions", default=",".join(PARTITIONS))
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--sparsities", default="0.5,0.8,0.9,0.95")
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--root", default="bench-runs/methods", help="store + MLflow database")
+    parser.add_argument("--out", default=str(ROOT / "docs" / "results.md"))
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="rewrite the report from the finished runs in the store under --root",
+    )
+    args = parser.parse_args()
+    root = Path(args.root).resolve()
+    if args.report_only:
+        saved = json.loads((root / "sweep.json").read_text())
+        write_report(rows_from_store(root), Path(args.out), saved["command"], saved["wall"])
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    server, tracking = start_mlflow(root)
+    specs = []
+    for dataset in args.datasets.split(","):
+        for partition in args.partitions.split(","):
+            base = (dataset, partition)
+            specs.append(Spec(*base, "dense", 0.0, args.rounds, str(root), tracking))
+            for sparsity in map(float, args.sparsities.split(",")):
+                for method in args.methods.split(","):
+                    specs.append(Spec(*base, method, sparsity, args.rounds, str(root), tracking))
+    print(f"{len(specs)} runs, {args.workers} at a time; MLflow at {tracking}", flush=True)
+    started = time.perf_counter()
+    rows: list[Row] = []
+    try:
+        with ProcessPoolExecutor(args.workers, initializer=_start) as pool:
+            for row in pool.map(run, specs):
+                rows.append(row)
+                print(
+                    f"[{len(rows)}/{len(specs)}] {row.dataset:<13} {row.partition:<13} "
+                    f"{row.method:<19} {100 * row.sparsity:>3.0f}%  "
+                    f"acc {100 * row.accuracy:6.2f}%  {row.mb_up:7.1f} MB  "
+                    f"floor× {row.floor_ratio_up:.3f}  {row.seconds:5.1f} s",
+                    flush=True,
+                )
+    finally:
+        server.terminate()
+        server.wait(30)
+    wall = time.perf_counter() - started
+    command = ".venv/bin/python bench/methods.py " + " ".join(sys.argv[1:])
+    (root / "sweep.json").write_text(json.dumps({"command": command, "wall": wall}))
+    write_report(rows, Path(args.out), command, wall)
+    print(f"done in {wall / 60:.1f} min; wrote {args.out}")
+
+
+def start_mlflow(root: Path) -> tuple[subprocess.Popen, str]:
+    """A local `mlflow server` on a free port (SQLite store, artifacts in `root`)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [
+        str(Path(sys.executable).parent / "mlflow"), "server",
+        "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+        "--artifacts-destination", str(root / "artifacts"),
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+    ]  # fmt: skip
+    log = (root / "mlflow-server.log").open("w")
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(120):
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=1)
+            return server, url
+        except OSError:
+            if server.poll() is not None:
+                break
+            time.sleep(0.5)
+    server.terminate()
+    raise SystemExit(f"mlflow server did not start; see {root / 'mlflow-server.log'}")
+
+
+if __name__ == "__main__":
+    main()
