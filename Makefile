@@ -36,9 +36,13 @@ format: setup
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-# Not in CI (~30 min on 2 cores): workload W side by side, medians of 3 (docs/benchmarks.md).
+# Not in CI (~40 min on 2 cores): workload W side by side, medians of 3, Flower included (the
+# `bench` extra), then the 1,000-client scale run and CPU aggregation (docs/benchmarks.md).
 bench: data
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python bench/speed.py --repeats 3
+	$(BIN)/python bench/scale.py
+	$(BIN)/python bench/aggregate.py --device cpu
 
 # Container images (images/). IMAGE names the CPU image; the CUDA one gets a -cuda tag suffix.
 IMAGE ?= fedprune:0.1.0

@@ -1,28 +1,35 @@
 """Workload W side by side in one run: the bare training floor, the local engine (dense, 90%
-server-side pruning, vectorised clients, worker processes).
+server-side pruning, vectorised clients, worker processes), and Flower's simulation runtime.
 
 W: MNIST, 100 IID clients (600 samples each), 10 sampled per round, 10 rounds, 1 local epoch,
 batch 32, SGD lr 0.05, the FedAvg paper's CNN, test on the 10k test set after every round, CPU.
 
-    .venv/bin/python bench/speed.py [--repeats 3] [--rounds 10] [--only bare,dense]
+    .venv/bin/python bench/speed.py [--repeats 3] [--rounds 10] [--only "bare,engine dense"]
 
-Prints each run and a table of medians with the ratios to the bare floor; the final
+The "flower" run needs the `bench` extra (pip install -e '.[dev,bench]'; `make bench` does).
+Prints each run and a table of medians with the ratios to the bare floor and to the dense
+engine (Flower/engine is the "flower" row's "× engine"); the final
 accuracies must agree within noise, otherwise the comparison is void.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
+# Idle OpenMP threads sleep instead of spinning: on a machine shared with other work, spinning
+# threads of a 2-thread run wait for a busy core and runs get several times slower (measured:
+# a client's local training 7 s instead of 1.2 s while another process held one core).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Timing, measure  # noqa: E402
+from common import Timing, measure, train_plain  # noqa: E402
 
 from fedprune import engine, steps  # noqa: E402
 from fedprune.config import ExperimentConfig, parse_config  # noqa: E402
@@ -66,14 +73,8 @@ def bare_floor(cfg: ExperimentConfig, data: ImageDataset) -> float:
         for client in clients:
             model.load_state_dict(global_state)
             rows = torch.from_numpy(shards[client])
-            x, y = data.x_train[rows], data.y_train[rows]
-            generator = torch.Generator().manual_seed(steps.seed_for(cfg.seed, round_, client))
-            optimizer = torch.optim.SGD(model.parameters(), lr=cfg.client.lr)
-            model.train()
-            for batch in torch.randperm(len(y), generator=generator).split(cfg.client.batch_size):
-                optimizer.zero_grad(set_to_none=True)
-                F.cross_entropy(model(x[batch]), y[batch]).backward()
-                optimizer.step()
+            seed = steps.seed_for(cfg.seed, round_, client)
+            train_plain(model, data.x_train[rows], data.y_train[rows], cfg, seed)
             for k, v in model.state_dict().items():
                 total[k] += v * (len(rows) / samples)
         global_state = total
@@ -86,6 +87,13 @@ def bare_floor(cfg: ExperimentConfig, data: ImageDataset) -> float:
 
 def engine_run(cfg: ExperimentConfig, data: ImageDataset) -> float:
     return engine.run_experiment(cfg, data=data).history[-1].test_accuracy
+
+
+def flower(cfg: ExperimentConfig, threads: int) -> float:
+    """Flower's simulation runtime on W (the `bench` extra: pip install -e '.[bench]')."""
+    from flower_run import flower_run
+
+    return flower_run(cfg, threads)
 
 
 def main() -> None:
@@ -117,6 +125,7 @@ def main() -> None:
         "engine 2 workers": lambda: engine_run(
             workload(args.rounds, root, engine={"workers": 2}), data
         ),
+        "flower": lambda: flower(base, args.threads),
     }
     chosen = [n for n in runs if not args.only or n in args.only.split(",")]
     results: list[Timing] = []
@@ -128,12 +137,17 @@ def main() -> None:
             share = EvalClock.seconds / sum(results[-1].seconds)
             print(f"  evaluation share of the bare run: {100 * share:.1f}%")
     floor = next((t.median for t in results if t.name == "bare"), None)
+    dense = next((t.median for t in results if t.name == "engine dense"), None)
     print(f"\nW: {args.rounds} rounds, median of {args.repeats}, {args.threads} threads")
-    print(f"{'run':<20} {'median s':>9} {'× bare':>8} {'final acc %':>12}")
+    print(f"{'run':<20} {'median s':>9} {'× bare':>8} {'× engine':>9} {'final acc %':>12}")
     for t in results:
         ratio = f"{t.median / floor:.2f}" if floor else "-"
+        to_engine = f"{t.median / dense:.2f}" if dense else "-"
         accuracy = 100 * sorted(t.accuracy)[len(t.accuracy) // 2]
-        print(f"{t.name:<20} {t.median:>9.1f} {ratio:>8} {accuracy:>12.2f}")
+        runs = " / ".join(f"{s:.1f}" for s in t.seconds)
+        print(
+            f"{t.name:<20} {t.median:>9.1f} {ratio:>8} {to_engine:>9} {accuracy:>12.2f}  ({runs})"
+        )
 
 
 if __name__ == "__main__":
