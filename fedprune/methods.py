@@ -242,7 +242,9 @@ def method_for(cfg: ExperimentConfig, model: nn.Module, input_shape: tuple[int, 
     return METHODS[cfg.pruning.method](cfg, model, input_shape)
 
 
-def initial_training(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: ExperimentConfig):
+def initial_training(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: ExperimentConfig
+) -> Trainer:
     """PruneFL's trainer: `prunefl.initial_epochs` of local training, seeded by the experiment."""
     client = cfg.client.model_copy(update={"epochs": cfg.pruning.prunefl.initial_epochs})
 

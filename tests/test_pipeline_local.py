@@ -14,9 +14,16 @@ from pipelines.federated_pruning import run_locally
 
 def test_kfp_local_matches_local_engine(make_config, mnist_small, tmp_path):
     cfg = make_config(
-        rounds=3,  # round 3 re-sends round 2's mask: values-only downloads
+        rounds=3,
         data={"num_clients": 4, "train_subset": 6000, "test_subset": 2000},
-        pruning={"schedule": {"kind": "oneshot", "target": 0.8, "at_round": 1}},
+        # PruneFL crosses every pod boundary a method can: the initial prune on client 0's
+        # shard (init pod), importance files from the clients in round 2 (train → aggregate
+        # pods), a re-picked mask. Round 2 re-sends the initial mask: values-only downloads.
+        pruning={
+            "method": "prunefl",
+            "schedule": {"kind": "oneshot", "target": 0.8, "at_round": 1},
+            "prunefl": {"every": 2, "initial_epochs": 1},
+        },
         compression={"encoding": "sparse"},
         kubeflow={"clients_per_pod": 2, "aggregator": {"device": "cpu"}},
     )
@@ -46,7 +53,8 @@ def test_kfp_local_matches_local_engine(make_config, mnist_small, tmp_path):
     ]
     for name in [*published, "model.safetensors"]:
         assert (kfp_run / name).read_bytes() == (folders[local.run_id] / name).read_bytes(), name
-    assert local.history[2].values_only_downloads == 4
+    assert [m.values_only_downloads for m in local.history] == [0, 4, 0]
+    assert [m.importance_bytes_up > 0 for m in local.history] == [False, True, False]
     assert (kfp_run / "manifest.json").exists()  # finalise published the run's final outputs
 
     client = MlflowClient(cfg.tracking)
@@ -59,6 +67,6 @@ def test_kfp_local_matches_local_engine(make_config, mnist_small, tmp_path):
     assert sorted(p.step for p in kfp_accuracy) == [1, 2, 3]
     by_round = {p.step: p.value for p in kfp_accuracy}
     assert by_round == {m.round: m.test_accuracy for m in local.history}
-    for metric in ("bytes_up", "bytes_down", "sparsity", "test_loss"):
+    for metric in ("bytes_up", "importance_bytes_up", "bytes_down", "sparsity", "test_loss"):
         kfp = {p.step: p.value for p in client.get_metric_history(runs[0].info.run_id, metric)}
         assert kfp == {m.round: getattr(m, metric) for m in local.history}, metric
