@@ -103,7 +103,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     console.print(
         f"{args.config}: valid — experiment '{cfg.experiment}', {cfg.rounds} rounds, "
         f"{cfg.data.num_clients} clients ({cfg.clients_per_round()} per round), "
-        f"model {cfg.model.name}, pruning {cfg.pruning.schedule.kind} "
+        f"model {cfg.model.name}, pruning {cfg.pruning.method} ({cfg.pruning.schedule.kind}) "
         f"to {100 * cfg.pruning.schedule.target:.0f}% on the {cfg.pruning.placement}"
     )
     return 0
