@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONFIG ?= configs/quickstart.yaml
 
-.PHONY: setup data run test test-all lint format bench clean image image-cuda image-test
+.PHONY: setup data run test test-all lint format bench bench-methods clean image image-cuda image-test
 
 setup: $(STAMP)
 
@@ -36,13 +36,29 @@ format: setup
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-# Not in CI (~40 min on 2 cores): workload W side by side, medians of 3, Flower included (the
-# `bench` extra), then the 1,000-client scale run and CPU aggregation (docs/benchmarks.md).
-bench: data
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
-	$(BIN)/python bench/speed.py --repeats 3
-	$(BIN)/python bench/scale.py
-	$(BIN)/python bench/aggregate.py --device cpu
+# Benchmarks run in .venv-bench: Flower (the `bench` extra) pins versions of fastapi, rich, …
+# that differ from what .venv needs, so they get their own environment layered over .venv's
+# packages (a .pth file) instead of changing .venv.
+BENCH_BIN := .venv-bench/bin
+BENCH_STAMP := .venv-bench/.installed
+
+$(BENCH_STAMP): pyproject.toml $(STAMP)
+	test -x $(BENCH_BIN)/python || $(PYTHON) -m venv .venv-bench
+	$(BENCH_BIN)/python -c "import site, sys; open(site.getsitepackages()[0] + '/zz_fedprune_venv.pth', 'w').write('import site; site.addsitedir(%r)\n' % sys.argv[1])" "$$($(BIN)/python -c 'import site; print(site.getsitepackages()[0])')"
+	$(BENCH_BIN)/python -m pip install --quiet -e '.[bench]'
+	touch $(BENCH_STAMP)
+
+# Not in CI (~40 min on 2 cores): workload W side by side, medians of 3, Flower included,
+# then the 1,000-client scale run and CPU aggregation (docs/benchmarks.md); bench-methods
+# (~1 h) compares the pruning methods (docs/results.md).
+bench: data $(BENCH_STAMP)
+	$(BENCH_BIN)/python bench/speed.py --repeats 3
+	$(BENCH_BIN)/python bench/scale.py
+	$(BENCH_BIN)/python bench/aggregate.py --device cpu
+
+bench-methods: data
+	$(BIN)/fedprune data fetch fashion-mnist
+	$(BIN)/python bench/methods.py
 
 # Container images (images/). IMAGE names the CPU image; the CUDA one gets a -cuda tag suffix.
 IMAGE ?= fedprune:0.1.0

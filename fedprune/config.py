@@ -164,7 +164,7 @@ class AggregationConfig(Strict):
 
 
 class EvalConfig(Strict):
-    batch_size: Annotated[int, Field(ge=1)] = 1000
+    batch_size: Annotated[int, Field(ge=1)] = 200
     every: Annotated[int, Field(ge=1)] = 1
     """Test the global model every N rounds (and always after the last round)."""
 
