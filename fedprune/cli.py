@@ -119,7 +119,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     columns = ("run", "method", "sparsity", "final", "best", "MB up", f"to {args.target:g}")
     for column in (*columns, "wall s"):
         justify = "left" if column in ("run", "method") else "right"
-        table.add_column(column, justify=justify, no_wrap=True)
+        # Only the method name may fold onto a second line when the terminal is narrow.
+        table.add_column(column, justify=justify, no_wrap=column != "method", overflow="fold")
     for r in runs:
         table.add_row(
             r.run_id[:8],
