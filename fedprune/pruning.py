@@ -11,7 +11,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from fedprune.config import PruningConfig, ScheduleConfig
 
@@ -62,13 +61,6 @@ def apply_mask_(weights: Weights, mask: Mask) -> None:
     with torch.no_grad():
         for name, keep in mask.items():
             weights[name].mul_(keep)
-
-
-def mask_gradients_(model: nn.Module, mask: Mask) -> None:
-    """Zero the gradients of pruned weights so SGD (momentum, weight decay) never revives them."""
-    for name, param in model.named_parameters():
-        if name in mask and param.grad is not None:
-            param.grad.mul_(mask[name])
 
 
 @dataclass(frozen=True)

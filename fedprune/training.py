@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fedprune.config import ClientConfig
-from fedprune.pruning import Mask, Weights, apply_mask_, mask_gradients_
+from fedprune.pruning import Mask, Weights, apply_mask_
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,7 @@ def local_train(
     the mask it ended with (changed only by `regrowth`). With `importance`, adds each masked
     parameter's squared dense gradient of every step to it (PruneFL's importance)."""
     params = dict(model.named_parameters())
+    pruned = _with_zeros(mask)  # an all-kept tensor needs no masking: dense rounds cost nothing
     anchor = {n: p.detach().clone() for n, p in params.items()} if cfg.prox_mu else {}
     optimizer = torch.optim.SGD(
         model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
@@ -58,7 +59,8 @@ def local_train(
             if regrowth is not None and batches == regrowth.at_step:
                 grads = {name: p.grad for name, p in params.items()}
                 mask = regrowth.adjust({n: p.detach() for n, p in params.items()}, grads, mask)
-                apply_mask_(params, mask)
+                pruned = _with_zeros(mask)
+                apply_mask_(params, pruned)
                 for name, keep in mask.items():  # a dropped weight's momentum must not revive it
                     buffer = optimizer.state[params[name]].get("momentum_buffer")
                     if buffer is not None:
@@ -67,12 +69,17 @@ def local_train(
                 # Gradient of (μ/2)·||w − w_global||², added directly instead of via the loss.
                 for name, param in params.items():
                     param.grad.add_(param.detach() - anchor[name], alpha=cfg.prox_mu)
-            mask_gradients_(model, mask)
+            for name, keep in pruned.items():  # so SGD (momentum, weight decay) never revives
+                params[name].grad.mul_(keep)
             optimizer.step()
             total += loss.item()
             batches += 1
-    apply_mask_(params, mask)
+    apply_mask_(params, pruned)
     return total / max(batches, 1), mask
+
+
+def _with_zeros(mask: Mask) -> Mask:
+    return {name: keep for name, keep in mask.items() if not bool(keep.all())}
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from fedprune.store import LocalBackend, RunStore
 from fedprune.structured import (
     ChannelGraph,
     expand_weights,
+    macs,
     shrink,
     slice_weights,
     structured_mask,
@@ -129,5 +130,6 @@ def test_structured_pruning_really_shrinks_and_computes_the_same(model_name):
     nonzero = sum(int(t.count_nonzero()) for t in weights.values())
     assert small_params <= nonzero + 10  # every remaining parameter is one the mask kept
     assert small_params < 0.3 * sum(p.numel() for p in model.parameters())
+    assert macs(small, (1, 28, 28)) < 0.5 * macs(model, (1, 28, 28))  # FLOPs really fall
     restored = expand_weights(slice_weights(weights, mask), mask, weights)
     assert all(torch.equal(restored[name], weights[name]) for name in weights)
