@@ -78,8 +78,10 @@ def local_train(
     return total / max(batches, 1), mask
 
 
-def _with_zeros(mask: Mask) -> Mask:
-    return {name: keep for name, keep in mask.items() if not bool(keep.all())}
+def _with_zeros(mask: Mask) -> Weights:
+    """The masks that remove something, as float multipliers (a bool multiplier would be
+    converted again at every step)."""
+    return {name: keep.float() for name, keep in mask.items() if not bool(keep.all())}
 
 
 @dataclass(frozen=True)
