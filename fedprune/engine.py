@@ -150,7 +150,7 @@ def run_experiment(
                 updates += batch
                 progress.client_done(len(batch))
             combined = steps.aggregate(updates, cfg)
-            candidate = steps.server_prune(combined, updates, method, round_, cfg)
+            candidate = steps.server_prune(combined, updates, method, round_)
             metrics = steps.round_metrics(
                 round_,
                 candidate,

@@ -17,6 +17,7 @@ from torch import nn
 
 from fedprune.compression import mask_id
 from fedprune.config import ExperimentConfig
+from fedprune.data import ImageDataset
 from fedprune.pruning import Mask, Weights, apply_mask_, magnitude_mask, schedule_for
 from fedprune.structured import ChannelGraph, macs, shrink, slice_weights, structured_mask
 from fedprune.training import Regrowth, local_train
@@ -243,12 +244,14 @@ def method_for(cfg: ExperimentConfig, model: nn.Module, input_shape: tuple[int, 
 
 
 def initial_training(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: ExperimentConfig
+    model: nn.Module, data: ImageDataset, rows: torch.Tensor, cfg: ExperimentConfig
 ) -> Trainer:
-    """PruneFL's trainer: `prunefl.initial_epochs` of local training, seeded by the experiment."""
+    """PruneFL's trainer: `prunefl.initial_epochs` of local training on the training rows
+    `rows`, seeded by the experiment (the rows are read only if a method trains)."""
     client = cfg.client.model_copy(update={"epochs": cfg.pruning.prunefl.initial_epochs})
 
     def train(weights: Weights, mask: Mask) -> Weights:
+        x, y = data.x_train[rows], data.y_train[rows]
         model.load_state_dict(weights)
         generator = torch.Generator().manual_seed(cfg.seed)
         local_train(model, mask, x, y, client, generator)

@@ -29,7 +29,6 @@ from fedprune.pruning import (
     full_mask,
     measure_sparsity,
     prunable_names,
-    schedule_for,
 )
 from fedprune.structured import expand_weights, slice_weights
 from fedprune.training import Evaluation, local_train
@@ -130,7 +129,7 @@ def init_global(
     structured = cfg.pruning.method == "structured"  # a removed channel takes its bias along
     names = prunable_names(weights, cfg.pruning.include_bias_and_norm or structured)
     rows = torch.from_numpy(shards[cfg.pruning.prunefl.initial_client])
-    trainer = initial_training(model, data.x_train[rows], data.y_train[rows], cfg)
+    trainer = initial_training(model, data, rows, cfg)
     weights, mask = method.start(weights, full_mask(weights, names), trainer)
     return GlobalModel(weights=weights, mask=mask)
 
@@ -292,7 +291,6 @@ def server_prune(
     updates: list[ClientUpdate],
     method: Method,
     round_: int,
-    cfg: ExperimentConfig,
 ) -> GlobalModel:
     """The method's next global mask (and weights) from the aggregate: magnitude pruning to
     the schedule's target, a structured mask, FedDST's consensus, PruneFL's importance
@@ -343,7 +341,7 @@ def round_metrics(
         test_loss=result.loss,
         train_loss=sum(u.train_loss * u.num_samples for u in updates) / samples,
         sparsity=report.sparsity,
-        target_sparsity=schedule_for(cfg.pruning).target(round_),
+        target_sparsity=method.target(round_),
         nonzero_params=report.nonzero,
         total_params=report.total,
         bytes_up=bytes_up,

@@ -21,4 +21,4 @@ def aggregate(
     combined = steps.aggregate(received, cfg, device)
     data = steps.load_data(cfg)  # the method needs the model's input shape
     method = steps.pruning_method(steps.new_model(cfg, data), data, cfg)
-    write_model(model.path, steps.server_prune(combined, received, method, round_, cfg))
+    write_model(model.path, steps.server_prune(combined, received, method, round_))
