@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -87,6 +88,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"({last.nonzero_params:,} of {last.total_params:,} parameters non-zero), "
         f"{uploaded:.2f} MB uploaded, {downloaded:.2f} MB downloaded"
     )
+    if not math.isnan(last.personal_accuracy):
+        console.print(
+            f"personal models (LotteryFL): test accuracy {100 * last.personal_accuracy:.2f}% "
+            f"on each client's label mix, mean sparsity {100 * last.personal_sparsity:.1f}% "
+            "(the global model's sparsity is that of their union)"
+        )
     costs = result.costs
     console.print(
         f"inference: {costs['macs'] / 1e6:.2f} M MACs per sample as it runs "

@@ -121,6 +121,21 @@ class PruneFLConfig(Strict):
     initial_epochs: Annotated[int, Field(ge=1)] = 5
 
 
+class LotteryConfig(Strict):
+    """LotteryFL's personal masks (Li et al. 2020, arXiv 2008.03371)."""
+
+    personal: bool = False
+    """Each client keeps its own mask: when the received global model, under that mask, is
+    accurate enough on the client's validation rows, the client prunes `schedule.rate` of its
+    remaining weights by magnitude (never beyond the schedule's target for the round) and
+    rewinds the kept ones to their initial values before training. The server averages each
+    weight over the clients that kept it; the global model itself is not pruned."""
+    accuracy_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
+    """Validation accuracy the received model must reach before a client prunes further."""
+    validation_share: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.1
+    """Share of each client's rows held out (seeded) to decide when it prunes."""
+
+
 class PruningConfig(Strict):
     """Which pruning method, how sparse when, and where. See docs/methods.md."""
 
@@ -138,6 +153,7 @@ class PruningConfig(Strict):
     include_bias_and_norm: bool = False
     feddst: FedDSTConfig = FedDSTConfig()
     prunefl: PruneFLConfig = PruneFLConfig()
+    lottery: LotteryConfig = LotteryConfig()
 
     @model_validator(mode="after")
     def _placement(self) -> PruningConfig:
@@ -145,6 +161,10 @@ class PruningConfig(Strict):
             raise ValueError(
                 f"pruning.placement 'client' is for method 'magnitude' only; "
                 f"method '{self.method}' decides its masks itself (use placement 'server')"
+            )
+        if self.lottery.personal and self.method != "lottery":
+            raise ValueError(
+                f"pruning.lottery.personal is for method 'lottery' only, not '{self.method}'"
             )
         return self
 
@@ -294,15 +314,24 @@ class ExperimentConfig(Strict):
                 "pruning.placement 'client' needs aggregation.method 'mask_aware' "
                 "(plain averaging would shrink every weight a client pruned)"
             )
-        if self.client.vectorize and self.pruning.method not in ("magnitude", "lottery"):
+        personal = self.pruning.lottery.personal
+        if self.client.vectorize and (
+            self.pruning.method not in ("magnitude", "lottery") or personal
+        ):
             raise ValueError(
                 f"client.vectorize supports pruning.method 'magnitude' and 'lottery', not "
-                f"'{self.pruning.method}' (its clients change their masks or model shapes)"
+                f"'{self.pruning.method}'"
+                + (" with lottery.personal" if personal else "")
+                + " (its clients change their masks or model shapes)"
             )
-        if self.pruning.method in ("feddst", "prunefl") and self.aggregation.method != "mask_aware":
-            raise ValueError(
-                f"pruning.method '{self.pruning.method}' needs aggregation.method 'mask_aware'"
+        needs_union = self.pruning.method in ("feddst", "prunefl") or personal
+        if needs_union and self.aggregation.method != "mask_aware":
+            what = (
+                "pruning.lottery.personal"
+                if personal
+                else f"pruning.method '{self.pruning.method}'"
             )
+            raise ValueError(f"{what} needs aggregation.method 'mask_aware'")
         if self.pruning.prunefl.initial_client >= self.data.num_clients:
             raise ValueError(
                 f"pruning.prunefl.initial_client ({self.pruning.prunefl.initial_client}) must "

@@ -6,7 +6,8 @@ so a failing round leaves the last good model in place (in memory and in the sto
 
 Resuming needs no RNG state beyond the round number: sampling draws from (seed, round), each
 client's batches from (seed, round, client), and the model's initial weights from the seed, so a
-published round's global weights, mask and metrics history are the whole state of a run.
+published round's global weights, mask and metrics history (and, with LotteryFL's personal
+masks, the index of each client's latest personal model) are the whole state of a run.
 """
 
 from __future__ import annotations
@@ -20,12 +21,22 @@ import yaml
 from torch import nn
 
 from fedprune import steps
+from fedprune.compression import decode
 from fedprune.config import ExperimentConfig, flatten
 from fedprune.data import ImageDataset
 from fedprune.methods import Method
 from fedprune.parallel import ClientPool
 from fedprune.partition import Partition
-from fedprune.publish import finish, held_after, initial_model, round_objects, round_state
+from fedprune.pruning import Mask
+from fedprune.publish import (
+    finish,
+    held_after,
+    initial_model,
+    personal_after,
+    personal_masks,
+    round_objects,
+    round_state,
+)
 from fedprune.steps import ClientUpdate, GlobalModel, RoundMetrics
 from fedprune.store import RunStore, StoreError, open_backend
 from fedprune.tracking import start_run, tracker_for
@@ -83,14 +94,17 @@ def train_round(
     clients: list[int],
     round_: int,
     cfg: ExperimentConfig,
+    personal: dict[int, Mask],
 ) -> Iterator[list[ClientUpdate]]:
     """The round's client updates in client order, in batches as they finish: one client at
     a time in this process, all at once when vectorised, or from the worker pool."""
     if pool is not None:
-        yield from ([update] for update in pool.train(payload, clients, round_))
+        yield from ([update] for update in pool.train(payload, clients, round_, personal))
         return
     for group in [clients] if cfg.client.vectorize else [[c] for c in clients]:
-        yield steps.train_clients(model, method, payload, data, shards, group, round_, cfg)
+        yield steps.train_clients(
+            model, method, payload, data, shards, group, round_, cfg, personal
+        )
 
 
 def run_experiment(
@@ -137,6 +151,8 @@ def run_experiment(
         for metrics in history:
             progress.round_done(metrics)
         held = held_after(store, len(history))  # client → the mask id it last received
+        index = personal_after(store, len(history)) if method.personal else None
+        personal = personal_masks(store, len(history), list(index)) if index else {}
         for round_ in range(len(history) + 1, cfg.rounds + 1):
             started = time.perf_counter()
             clients = steps.sample_clients(cfg, round_)
@@ -145,12 +161,12 @@ def run_experiment(
             held |= dict.fromkeys(clients, sent.mask_id)
             updates = []
             for batch in train_round(
-                model, method, pool, payload, data, shards, clients, round_, cfg
+                model, method, pool, payload, data, shards, clients, round_, cfg, personal
             ):
                 updates += batch
                 progress.client_done(len(batch))
             combined = steps.aggregate(updates, cfg)
-            candidate = steps.server_prune(combined, updates, method, round_)
+            candidate = steps.server_prune(combined, updates, method, round_, payload)
             metrics = steps.round_metrics(
                 round_,
                 candidate,
@@ -161,9 +177,13 @@ def run_experiment(
                 time.perf_counter() - started,
                 cfg,
             )
-            objects = round_objects(candidate, updates, [*history, metrics], held)
+            if index is not None:
+                index |= dict.fromkeys((u.client for u in updates), round_)
+            objects = round_objects(candidate, updates, [*history, metrics], held, index)
             store.publish_round(round_, objects)
             global_model = candidate
+            if index is not None:
+                personal |= {u.client: decode(u.payload)[1] for u in updates}
             history.append(metrics)
             tracker.log_metrics(metrics.flat(), step=round_)
             progress.round_done(metrics)

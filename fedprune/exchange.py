@@ -7,6 +7,7 @@ payload bytes of `fedprune.compression` for models. Nothing is pickled.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,6 +98,7 @@ def write_updates(folder: str | Path, updates: list[ClientUpdate]) -> None:
             (folder / f"client-{update.client:06d}.importance").write_bytes(update.importance)
     meta = [
         {"client": u.client, "num_samples": u.num_samples, "train_loss": u.train_loss}
+        | ({} if math.isnan(u.personal_accuracy) else {"personal_accuracy": u.personal_accuracy})
         for u in updates
     ]
     (folder / "updates.json").write_text(json.dumps(meta))

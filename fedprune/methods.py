@@ -36,6 +36,8 @@ def _pruned(weights: Weights, mask: Mask) -> Model:
 class Method:
     trains_shrunk = False
     """Clients train `learner(weights, mask)`, the physically smaller model (structured)."""
+    personal = False
+    """Each client keeps its own mask across rounds (LotteryFL); the engines store them."""
 
     def __init__(self, cfg: ExperimentConfig, model: nn.Module, input_shape: tuple[int, ...]):
         self.cfg = cfg
@@ -50,6 +52,13 @@ class Method:
         """The round-0 global model (fresh weights and a full mask come in)."""
         return weights, mask
 
+    def client_start(
+        self, weights: Weights, mask: Mask, round_: int, accuracy: Callable[[Weights], float]
+    ) -> Model:
+        """A personal method's start for one client, from the received weights and the
+        client's own mask; `accuracy` scores weights on the client's validation rows."""
+        return weights, mask
+
     def regrowth(self, round_: int, steps: int) -> Regrowth | None:
         return None
 
@@ -61,9 +70,15 @@ class Method:
         return mask
 
     def server(
-        self, weights: Weights, mask: Mask, round_: int, importance: Weights | None
+        self,
+        weights: Weights,
+        mask: Mask,
+        round_: int,
+        importance: Weights | None,
+        previous: Weights,
     ) -> Model:
-        """The next global model from the aggregate (and the clients' mean importance)."""
+        """The next global model from the aggregate (and the clients' mean importance);
+        `previous` is the global model the clients started from, as they decoded it."""
         return weights, mask
 
     def served(self, weights: Weights, mask: Mask) -> nn.Module:
@@ -103,7 +118,12 @@ class Magnitude(Method):
         return magnitude_mask(local, mask, target, self.cfg.pruning.scope)
 
     def server(
-        self, weights: Weights, mask: Mask, round_: int, importance: Weights | None
+        self,
+        weights: Weights,
+        mask: Mask,
+        round_: int,
+        importance: Weights | None,
+        previous: Weights,
     ) -> Model:
         if self.cfg.pruning.placement != "server":
             return weights, mask
@@ -134,7 +154,12 @@ class Structured(Method):
         return self._shrunk[1]
 
     def server(
-        self, weights: Weights, mask: Mask, round_: int, importance: Weights | None
+        self,
+        weights: Weights,
+        mask: Mask,
+        round_: int,
+        importance: Weights | None,
+        previous: Weights,
     ) -> Model:
         target = self.target(round_)
         if target == 0:
@@ -145,15 +170,39 @@ class Structured(Method):
 class Lottery(Method):
     """Iterative magnitude pruning with rewind (Frankle & Carbin 2019; in FL: LotteryFL, Li et
     al. 2020, arXiv 2008.03371): whenever the target rises, prune by magnitude and reset the
-    surviving weights to their initial values."""
+    surviving weights to their initial values. With `lottery.personal` (LotteryFL proper) each
+    client does this to its own mask, when the global model is accurate enough on its data."""
 
     def __init__(self, cfg: ExperimentConfig, model: nn.Module, input_shape: tuple[int, ...]):
         super().__init__(cfg, model, input_shape)
         self.initial = {name: t.detach().clone() for name, t in model.state_dict().items()}
+        self.personal = cfg.pruning.lottery.personal
+
+    def client_start(
+        self, weights: Weights, mask: Mask, round_: int, accuracy: Callable[[Weights], float]
+    ) -> Model:
+        received = _pruned(weights, mask)
+        total = sum(keep.numel() for keep in mask.values())
+        sparsity = 1.0 - sum(int(keep.sum()) for keep in mask.values()) / total
+        target = self.target(round_)
+        at_target = (target - sparsity) * total <= len(mask)  # rounding: ≤ 1 weight per tensor
+        if at_target or accuracy(received[0]) < self.cfg.pruning.lottery.accuracy_threshold:
+            return received
+        step = 1.0 - (1.0 - sparsity) * (1.0 - self.cfg.pruning.schedule.rate)
+        chosen = magnitude_mask(received[0], mask, min(target, step), self.cfg.pruning.scope)
+        return _pruned(self.initial, chosen)
 
     def server(
-        self, weights: Weights, mask: Mask, round_: int, importance: Weights | None
+        self,
+        weights: Weights,
+        mask: Mask,
+        round_: int,
+        importance: Weights | None,
+        previous: Weights,
     ) -> Model:
+        if self.personal:  # a weight no sampled client kept keeps its last global value
+            kept = {n: torch.where(keep, weights[n], previous[n]) for n, keep in mask.items()}
+            return weights | kept, {n: torch.ones_like(keep) for n, keep in mask.items()}
         if self.target(round_) <= self.target(round_ - 1):
             return weights, mask
         _, mask = self._magnitude(weights, mask, round_)
@@ -180,7 +229,12 @@ class FedDST(Method):
         return Regrowth(at_step=steps // 2, adjust=lambda w, g, m: prune_and_regrow(w, g, m, share))
 
     def server(
-        self, weights: Weights, mask: Mask, round_: int, importance: Weights | None
+        self,
+        weights: Weights,
+        mask: Mask,
+        round_: int,
+        importance: Weights | None,
+        previous: Weights,
     ) -> Model:
         return self._magnitude(weights, mask, round_, "layerwise")
 
@@ -221,7 +275,12 @@ class PruneFL(Method):
         return round_ % self.cfg.pruning.prunefl.every == 0 and self.target(round_) > 0
 
     def server(
-        self, weights: Weights, mask: Mask, round_: int, importance: Weights | None
+        self,
+        weights: Weights,
+        mask: Mask,
+        round_: int,
+        importance: Weights | None,
+        previous: Weights,
     ) -> Model:
         if importance is None:
             return self._magnitude(weights, mask, round_)

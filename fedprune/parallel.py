@@ -19,6 +19,7 @@ from fedprune import steps
 from fedprune.config import ExperimentConfig
 from fedprune.data import ImageDataset
 from fedprune.partition import Partition
+from fedprune.pruning import Mask
 
 _worker: dict = {}
 
@@ -30,11 +31,14 @@ def _start(cfg: ExperimentConfig, data: ImageDataset, shards: Partition, threads
     _worker.update(cfg=cfg, data=data, shards=shards, model=model, method=method)
 
 
-def _train(payload: bytes, client: int, round_: int) -> steps.ClientUpdate:
+def _train(
+    payload: bytes, client: int, round_: int, personal: dict[int, Mask]
+) -> steps.ClientUpdate:
     w = _worker
     (update,) = steps.train_clients(
-        w["model"], w["method"], payload, w["data"], w["shards"], [client], round_, w["cfg"]
-    )
+        w["model"], w["method"], payload, w["data"], w["shards"], [client], round_, w["cfg"],
+        personal,
+    )  # fmt: skip
     return update
 
 
@@ -53,10 +57,16 @@ class ClientPool:
         )
 
     def train(
-        self, payload: bytes, clients: list[int], round_: int
+        self, payload: bytes, clients: list[int], round_: int, personal: dict[int, Mask]
     ) -> Iterator[steps.ClientUpdate]:
-        """Each client's update as soon as it is ready, in client order."""
-        futures = [self.executor.submit(_train, payload, c, round_) for c in clients]
+        """Each client's update as soon as it is ready, in client order (`personal`: the
+        clients' own masks, LotteryFL)."""
+        futures = [
+            self.executor.submit(
+                _train, payload, c, round_, {c: personal[c]} if c in personal else {}
+            )
+            for c in clients
+        ]
         for future in futures:
             yield future.result()
 

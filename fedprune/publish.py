@@ -14,11 +14,13 @@ from pathlib import Path
 from torch import nn
 
 from fedprune import steps
+from fedprune.compression import decode
 from fedprune.config import ExperimentConfig
 from fedprune.data import ImageDataset
 from fedprune.methods import Method
 from fedprune.partition import Partition
 from fedprune.plots import plot_run
+from fedprune.pruning import Mask
 from fedprune.steps import GlobalModel, RoundMetrics
 from fedprune.store import (
     MANIFEST,
@@ -30,6 +32,13 @@ from fedprune.store import (
 )
 from fedprune.tracking import Tracker
 
+PERSONAL_INDEX = "personal.json"
+
+
+def personal_name(client: int) -> str:
+    """Where a round keeps a client's personal model (its upload) among the round's objects."""
+    return f"personal/client-{client:06d}.safetensors"
+
 
 def run_store(cfg: ExperimentConfig, run_id: str) -> RunStore:
     return RunStore(open_backend(cfg.store, cfg.s3), cfg.experiment, run_id)
@@ -40,9 +49,12 @@ def round_objects(
     updates: list[steps.ClientUpdate],
     history: list[RoundMetrics],
     held: dict[int, str],
+    personal: dict[int, int] | None = None,
 ) -> dict[str, bytes]:
     """What a round publishes: the new global model, what each client sent, the metrics
-    history so far and which mask each client holds (the state a resume continues from)."""
+    history so far and which mask each client holds (the state a resume continues from).
+    With personal masks, also each client's upload (its personal model and mask) and
+    `personal`: for every client that has one, the round that published its latest."""
     summaries = [
         {
             "client": u.client,
@@ -52,20 +64,44 @@ def round_objects(
         }
         for u in updates
     ]
-    return {
+    objects = {
         "model.safetensors": model_bytes(global_model.weights, global_model.mask),
         "updates.json": json.dumps(summaries, indent=2).encode(),
         "metrics.json": json.dumps([dataclasses.asdict(m) for m in history], indent=2).encode(),
         "held_masks.json": json.dumps(held).encode(),
     }
+    if personal is not None:
+        objects[PERSONAL_INDEX] = json.dumps(personal).encode()
+        objects |= {personal_name(u.client): u.payload for u in updates}
+    return objects
 
 
 def held_after(store: RunStore, round_: int) -> dict[int, str]:
     """Each client's mask id after round `round_` (none after round 0)."""
     if round_ == 0:
         return {}
-    held = json.loads(store.load_round(round_)["held_masks.json"])
+    held = json.loads(store.load_round(round_, ["held_masks.json"])["held_masks.json"])
     return {int(client): mask for client, mask in held.items()}
+
+
+def personal_after(store: RunStore, round_: int) -> dict[int, int]:
+    """For each client with a personal model after round `round_`, the round that published
+    it (none after round 0)."""
+    if round_ == 0:
+        return {}
+    index = json.loads(store.load_round(round_, [PERSONAL_INDEX])[PERSONAL_INDEX])
+    return {int(client): published for client, published in index.items()}
+
+
+def personal_masks(store: RunStore, round_: int, clients: list[int]) -> dict[int, Mask]:
+    """The personal masks of `clients` after round `round_`; a client that never trained
+    has none yet (it starts from the global mask)."""
+    index = personal_after(store, round_)
+    masks = {}
+    for client in (c for c in clients if c in index):
+        name = personal_name(client)
+        masks[client] = decode(store.load_round(index[client], [name])[name])[1]
+    return masks
 
 
 def round_state(store: RunStore, round_: int) -> tuple[GlobalModel, list[RoundMetrics]]:

@@ -50,6 +50,8 @@ class ClientUpdate:
     train_loss: float
     importance: bytes = b""
     """Squared gradients summed over local steps (fp16 safetensors), when the method asks."""
+    personal_accuracy: float = math.nan
+    """With personal masks: the trained model's test accuracy on the client's label mix."""
 
     @property
     def bytes_up(self) -> int:
@@ -82,6 +84,12 @@ class RoundMetrics:
     importance_bytes_up: int = 0
     """Part of bytes_up that carried importance (PruneFL), not model values; the floor ratio
     is of the model payloads alone."""
+    personal_accuracy: float = math.nan
+    """With personal masks (LotteryFL): the sample-weighted mean over the round's clients of
+    their trained model's test accuracy, each class weighted as in the client's data."""
+    personal_sparsity: float = math.nan
+    """With personal masks: the mean sparsity of the clients' masks (the global model's
+    `sparsity` is that of their union)."""
 
     def flat(self) -> dict[str, float]:
         """MLflow metrics of the round (the round itself is the step); a round that was not
@@ -196,17 +204,21 @@ def train_clients(
     clients: list[int],
     round_: int,
     cfg: ExperimentConfig,
+    personal: dict[int, Mask] | None = None,
 ) -> list[ClientUpdate]:
     """Each client starts from the decoded broadcast and trains under its mask: one after
     another in the one shared `model` (or in the physically smaller model, for structured
     pruning), or all together with `client.vectorize`. The method may change a client's
-    mask during training (FedDST) or after it (client-side pruning) and may ask for
-    importance (PruneFL); then the client encodes its model for upload."""
+    mask before training (LotteryFL's personal masks: `personal` holds those the clients
+    kept from earlier rounds), during it (FedDST) or after it (client-side pruning) and may
+    ask for importance (PruneFL); then the client encodes its model for upload."""
     weights, mask = decode(payload)
+    personal = personal or {}
     generators = [
         torch.Generator().manual_seed(seed_for(cfg.seed, round_, client)) for client in clients
     ]
     shard_rows = [torch.from_numpy(shards[client]) for client in clients]
+    scores = [math.nan] * len(clients) if not method.personal else []
     if cfg.client.vectorize:
         trained, losses = train_together(
             model, weights, mask, data.x_train, data.y_train, shard_rows, generators, cfg.client
@@ -218,7 +230,14 @@ def train_clients(
         learner = method.learner(weights, mask) if method.trains_shrunk else model
         start = slice_weights(weights, mask) if learner is not model else weights
         learn_mask = {} if learner is not model else mask
-        for rows, generator in zip(shard_rows, generators, strict=True):
+        for index, (client, generator) in enumerate(zip(clients, generators, strict=True)):
+            rows = shard_rows[index]
+            if method.personal:
+                rows, held_out = validation_split(rows, client, cfg)
+                start, learn_mask = method.client_start(
+                    weights, personal.get(client, mask), round_,
+                    lambda w, held_out=held_out: accuracy_on(model, w, data, held_out, cfg),
+                )  # fmt: skip
             learner.load_state_dict(start)
             x, y = data.x_train[rows], data.y_train[rows]
             steps = cfg.client.epochs * math.ceil(len(rows) / cfg.client.batch_size)
@@ -234,20 +253,59 @@ def train_clients(
             local = {name: t.detach().clone() for name, t in learner.state_dict().items()}
             if learner is not model:
                 local, kept = expand_weights(local, mask, weights), mask
+            if method.personal:
+                scores.append(personal_accuracy(model, shard_rows[index], data, cfg))
             losses.append(loss)
             trained.append(local)
             masks.append(kept)
             importances.append(importance)
     updates = []
-    for client, rows, local, kept, importance, loss in zip(
-        clients, shard_rows, trained, masks, importances, losses, strict=True
+    for client, rows, local, kept, importance, loss, score in zip(
+        clients, shard_rows, trained, masks, importances, losses, scores, strict=True
     ):
         kept = method.client_mask(local, kept, round_)
         apply_mask_(local, kept)
         upload = encode(local, kept, cfg.compression, seed_for(cfg.seed, round_, client))
         extra = save_tensors({n: t.half() for n, t in importance.items()}) if importance else b""
-        updates.append(ClientUpdate(client, len(rows), upload, loss, extra))
+        updates.append(ClientUpdate(client, len(rows), upload, loss, extra, score))
     return updates
+
+
+def validation_split(
+    rows: torch.Tensor, client: int, cfg: ExperimentConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A client's training rows and its held-out validation rows (`lottery.validation_share`,
+    at least one), the same every round."""
+    order = torch.randperm(
+        len(rows), generator=torch.Generator().manual_seed(seed_for(cfg.seed, client))
+    )
+    held = max(1, round(cfg.pruning.lottery.validation_share * len(rows)))
+    return rows[order[held:]], rows[order[:held]]
+
+
+def accuracy_on(
+    model: nn.Module,
+    weights: Weights,
+    data: ImageDataset,
+    rows: torch.Tensor,
+    cfg: ExperimentConfig,
+) -> float:
+    """Accuracy of `weights` on training rows `rows` (a client's validation rows)."""
+    model.load_state_dict(weights)
+    x, y = data.x_train[rows], data.y_train[rows]
+    return evaluate_model(model, x, y, cfg.eval.batch_size).accuracy
+
+
+def personal_accuracy(
+    model: nn.Module, rows: torch.Tensor, data: ImageDataset, cfg: ExperimentConfig
+) -> float:
+    """Test accuracy of the client's model on its own label mix: the per-class accuracy on
+    the whole test set, weighted by the share of each class in the client's data (LotteryFL
+    tests each client on local test data drawn like its training data)."""
+    per_class = evaluate_model(model, data.x_test, data.y_test, cfg.eval.batch_size).per_class
+    mix = torch.bincount(data.y_train[rows], minlength=len(per_class)).double()
+    tested = ~per_class.isnan()  # a class the test set lacks cannot be scored
+    return float((per_class[tested] * mix[: len(per_class)][tested]).sum() / mix[tested].sum())
 
 
 def aggregate(
@@ -291,12 +349,15 @@ def server_prune(
     updates: list[ClientUpdate],
     method: Method,
     round_: int,
+    payload: bytes,
 ) -> GlobalModel:
-    """The method's next global mask (and weights) from the aggregate: magnitude pruning to
-    the schedule's target, a structured mask, FedDST's consensus, PruneFL's importance
-    ranking, or the lottery ticket's rewind."""
+    """The method's next global mask (and weights) from the aggregate and the round's
+    broadcast `payload`: magnitude pruning to the schedule's target, a structured mask,
+    FedDST's consensus, PruneFL's importance ranking, the lottery ticket's rewind, or the
+    union of LotteryFL's personal masks."""
+    previous, _ = decode(payload)
     weights, mask = method.server(
-        global_model.weights, global_model.mask, round_, mean_importance(updates)
+        global_model.weights, global_model.mask, round_, mean_importance(updates), previous
     )
     return GlobalModel(weights=weights, mask=mask)
 
@@ -335,6 +396,14 @@ def round_metrics(
     floor_up = sum(floor_bits(u.payload) for u in updates) / 8
     bytes_down = sent.bytes
     floor_down = sent.floor_bytes
+    personal = {}
+    if method.personal:
+        kept = [measure_sparsity(*decode(u.payload)).sparsity for u in updates]
+        personal = {
+            "personal_accuracy": sum(u.personal_accuracy * u.num_samples for u in updates)
+            / samples,
+            "personal_sparsity": float(np.mean(kept)),
+        }
     return RoundMetrics(
         round=round_,
         test_accuracy=result.accuracy,
@@ -354,4 +423,5 @@ def round_metrics(
         floor_ratio_down=bytes_down / floor_down if floor_down else math.nan,
         values_only_downloads=sent.values_clients,
         importance_bytes_up=importance_up,
+        **personal,
     )

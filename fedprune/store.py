@@ -3,7 +3,8 @@
 Layout under `<store>/<experiment>/<run id>/`:
 
     config.yaml  partition.json
-    rounds/0001/model.safetensors  updates.json  metrics.json  manifest.json
+    rounds/0001/model.safetensors  updates.json  metrics.json  held_masks.json  manifest.json
+                personal.json  personal/client-000003.safetensors …  (LotteryFL personal masks)
     …
     model.safetensors  metrics.json  accuracy_vs_*.png  manifest.json
 
@@ -279,12 +280,18 @@ class RunStore:
         manifest = {**info, "objects": entries}
         self.write(f"{folder}/{MANIFEST}" if folder else MANIFEST, json.dumps(manifest).encode())
 
-    def load(self, folder: str) -> dict[str, bytes]:
-        """Every object of a published group, each checked against its manifest's sha256."""
+    def load(self, folder: str, names: list[str] | None = None) -> dict[str, bytes]:
+        """Objects of a published group (all, or those in `names`), each checked against its
+        manifest's sha256."""
         base = f"{folder}/" if folder else ""
-        manifest = json.loads(self.read(base + MANIFEST))
+        entries = json.loads(self.read(base + MANIFEST))["objects"]
+        if names is not None:
+            missing = [name for name in names if name not in entries]
+            if missing:
+                raise MissingObject(f"{self.location}/{base}: no {', '.join(missing)}")
+            entries = {name: entries[name] for name in names}
         out = {}
-        for name, entry in manifest["objects"].items():
+        for name, entry in entries.items():
             data = self.read(base + name)
             if sha256(data) != entry["sha256"]:
                 raise CorruptObject(
@@ -298,8 +305,8 @@ class RunStore:
         """`published_at` lets warm starts find an experiment's newest model across runs."""
         self.publish(round_folder(round_), objects, round=round_, published_at=time.time())
 
-    def load_round(self, round_: int) -> dict[str, bytes]:
-        return self.load(round_folder(round_))
+    def load_round(self, round_: int, names: list[str] | None = None) -> dict[str, bytes]:
+        return self.load(round_folder(round_), names)
 
     def published_rounds(self) -> list[int]:
         """Rounds that have a manifest: only these are trusted."""

@@ -165,11 +165,12 @@ def tracker_for(cfg: ExperimentConfig) -> Tracker:
 
 def method_tag(cfg: ExperimentConfig) -> str:
     """A short name for what a run did, for `fedprune compare`: `dense`,
-    `magnitude-server-gradual`, `feddst-oneshot`, …"""
+    `magnitude-server-gradual`, `feddst-oneshot`, `lottery-personal-iterative`, …"""
     pruning = cfg.pruning
     if pruning.schedule.kind == "none":
         return "dense"
     where = f"-{pruning.placement}" if pruning.method == "magnitude" else ""
+    where += "-personal" if pruning.lottery.personal else ""
     return f"{pruning.method}{where}-{pruning.schedule.kind}"
 
 

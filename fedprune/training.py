@@ -88,6 +88,8 @@ def _with_zeros(mask: Mask) -> Weights:
 class Evaluation:
     accuracy: float
     loss: float
+    per_class: torch.Tensor | None = None
+    """Accuracy on each class's test samples (NaN for a class with none)."""
 
 
 @torch.inference_mode()
@@ -110,11 +112,13 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
                 forward = torch.jit.optimize_for_inference(frozen)
         except Exception:  # not scriptable (or TorchScript gone): eager is always correct
             forward = model
-    correct = torch.zeros((), dtype=torch.int64)
+    classes = int(y.max()) + 1 if len(y) else 0
+    correct = torch.zeros(classes, dtype=torch.int64)
     loss = torch.zeros((), dtype=torch.float64)
     for start in range(0, len(y), batch_size):  # sums stay tensors: no sync per batch
         logits = forward(x[start : start + batch_size])
         target = y[start : start + batch_size]
         loss += F.cross_entropy(logits, target, reduction="sum")
-        correct += (logits.argmax(1) == target).sum()
-    return Evaluation(accuracy=int(correct) / len(y), loss=float(loss) / len(y))
+        correct += torch.bincount(target[logits.argmax(1) == target], minlength=classes)
+    per_class = correct.double() / torch.bincount(y, minlength=classes)
+    return Evaluation(int(correct.sum()) / len(y), float(loss) / len(y), per_class)

@@ -81,6 +81,7 @@ def build_pipeline(cfg: ExperimentConfig) -> BaseComponent:
         with dsl.ParallelFor(items=groups, parallelism=kf.parallelism) as group:
             trained = step["train_group"](
                 config_json=config_json,
+                run_id=run_id,
                 message=sent.outputs["message"],
                 shards=shards,
                 group=group,

@@ -57,6 +57,22 @@ def test_unknown_method_lists_the_methods():
         ({"pruning": {"method": "feddst"}, "client": {"vectorize": True}}, "client.vectorize"),
         ({"pruning": {"method": "prunefl"}, "aggregation": {"method": "fedavg"}}, "mask_aware"),
         ({"pruning": {"method": "prunefl", "prunefl": {"initial_client": 10}}}, "initial_client"),
+        ({"pruning": {"lottery": {"personal": True}}}, "pruning.lottery.personal"),
+        (
+            {
+                "pruning": {"method": "lottery", "lottery": {"personal": True}},
+                "client": {"vectorize": True},
+            },
+            "client.vectorize",
+        ),
+        (
+            {
+                "pruning": {"method": "lottery", "lottery": {"personal": True}},
+                "aggregation": {"method": "fedavg"},
+            },
+            "pruning.lottery.personal needs aggregation.method 'mask_aware'",
+        ),
+        ({"pruning": {"lottery": {"validation_share": 1.0}}}, "pruning.lottery.validation_share"),
     ],
 )
 def test_method_combinations_that_cannot_work_are_refused(raw, field):

@@ -103,13 +103,15 @@ def test_lottery_rewinds_the_survivors_to_their_initial_values(mnist_small):
     method = Lottery(cfg, model, mnist_small.input_shape)
     trained = {n: t + 0.01 for n, t in model.state_dict().items()}
     mask = full_mask(trained, prunable_names(trained))
-    weights, new_mask = method.server(trained, mask, 1, None)  # target 0 → 0.5: prune + rewind
+    weights, new_mask = method.server(
+        trained, mask, 1, None, trained
+    )  # target 0 → 0.5: prune + rewind
     for name, keep in new_mask.items():
         assert torch.equal(weights[name][keep], method.initial[name][keep])
         assert not weights[name][~keep].any()
     targets = [schedule_for(cfg.pruning).target(r) for r in range(1, 6)]
     assert targets == [0.5, 0.75, 0.8, 0.8, 0.8]
-    unchanged, kept = method.server(trained, new_mask, 4, None)  # target stays: no rewind
+    unchanged, kept = method.server(trained, new_mask, 4, None, trained)  # target stays: no rewind
     assert unchanged is trained and kept is new_mask
 
 

@@ -17,7 +17,7 @@ def evaluate(
     from fedprune import steps
     from fedprune.config import parse_config
     from fedprune.exchange import read_broadcast, read_model, read_updates
-    from fedprune.publish import history_until, round_objects, run_store
+    from fedprune.publish import history_until, personal_after, round_objects, run_store
     from fedprune.tracking import tracker_for
 
     cfg = parse_config(json.loads(config_json))
@@ -38,7 +38,11 @@ def evaluate(
     )
     store = run_store(cfg, run_id)
     history = [*history_until(store, received.round - 1), result]
-    objects = round_objects(global_model, clients, history, received.held)
+    index = None
+    if method.personal:  # each trained client's personal model now lives in this round
+        index = personal_after(store, received.round - 1)
+        index |= dict.fromkeys((u.client for u in clients), received.round)
+    objects = round_objects(global_model, clients, history, received.held, index)
     store.publish_round(received.round, objects)
     tracker_for(cfg).attach(run_id).log_metrics(result.flat(), step=received.round)
     for name, value in result.flat().items():

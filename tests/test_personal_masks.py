@@ -1,0 +1,181 @@
+"""LotteryFL's personal masks: each client prunes its own mask and keeps it across rounds, in
+the run's store, so a resumed run and the Kubeflow components continue exactly where the
+local engine would."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from components.aggregate.component import aggregate
+from components.broadcast.component import broadcast
+from components.evaluate.component import evaluate
+from components.finalise.component import finalise
+from components.init_model.component import init_model
+from components.partition.component import partition
+from components.setup.component import setup
+from components.train.component import train_group
+from fedprune import engine, steps
+from fedprune.compression import decode
+from fedprune.methods import Lottery
+from fedprune.pruning import full_mask, prunable_names
+from fedprune.publish import PERSONAL_INDEX, personal_name, round_state
+from fedprune.store import LocalBackend, RunStore
+
+ROUNDS = 4
+PERSONAL = {
+    "method": "lottery",
+    "schedule": {"kind": "iterative", "target": 0.8, "every": 1, "rate": 0.5},
+    "lottery": {"personal": True, "accuracy_threshold": 0.0},  # prune whenever behind
+}
+
+
+@pytest.fixture
+def personal_cfg(make_config):
+    return make_config(rounds=ROUNDS, sampling={"count": 2}, pruning=PERSONAL)
+
+
+def _store(cfg, run_id: str) -> RunStore:
+    return RunStore(LocalBackend(cfg.store), cfg.experiment, run_id)
+
+
+def _uploads(store: RunStore, round_: int) -> dict[int, bytes]:
+    """The personal models (uploads) a round published, by client."""
+    index = json.loads(store.load_round(round_, [PERSONAL_INDEX])[PERSONAL_INDEX])
+    fresh = [int(c) for c, published in index.items() if published == round_]
+    names = [personal_name(c) for c in fresh]
+    return dict(zip(fresh, store.load_round(round_, names).values(), strict=True))
+
+
+def _sparsity(mask: dict[str, torch.Tensor]) -> float:
+    return 1 - sum(int(m.sum()) for m in mask.values()) / sum(m.numel() for m in mask.values())
+
+
+def test_each_client_prunes_its_own_mask_and_keeps_it(personal_cfg, mnist_small):
+    cfg = personal_cfg
+    result = engine.run_experiment(cfg, data=mnist_small)
+    store = _store(cfg, result.run_id)
+    method = steps.pruning_method(steps.new_model(cfg, mnist_small), mnist_small, cfg)
+    last: dict[int, dict[str, torch.Tensor]] = {}
+    previous = None
+    for round_ in range(1, ROUNDS + 1):
+        uploads = {c: decode(p) for c, p in _uploads(store, round_).items()}
+        assert sorted(uploads) == steps.sample_clients(cfg, round_)
+        for client, (_, mask) in uploads.items():
+            sparsity = _sparsity(mask)
+            assert sparsity <= method.target(round_) + 1e-4
+            if client in last:  # masks only shrink: a pruned weight never returns
+                assert all(not (mask[n] & ~last[client][n]).any() for n in mask)
+                assert (
+                    sparsity > _sparsity(last[client]) or sparsity >= method.target(round_) - 1e-4
+                )
+            last[client] = mask
+        assert result.history[round_ - 1].personal_sparsity == pytest.approx(
+            sum(_sparsity(m) for _, m in uploads.values()) / len(uploads)
+        )
+        global_model = round_state(store, round_)[0]
+        assert all(keep.all() for keep in global_model.mask.values())  # the server never prunes
+        if previous is not None:  # a weight no client kept this round keeps its global value
+            for name in global_model.mask:
+                nobody = ~torch.stack([m[name] for _, m in uploads.values()]).any(0)
+                assert nobody.any()
+                assert torch.equal(global_model.weights[name][nobody], previous[name][nobody])
+        previous = global_model.weights
+    masks = list(last.values())
+    assert any(not torch.equal(masks[0][n], other[n]) for other in masks[1:] for n in other)
+    assert max(_sparsity(m) for m in masks) == pytest.approx(0.8, abs=1e-4)
+    final = result.history[-1]
+    assert 0.5 < final.personal_accuracy <= 1 and final.sparsity == 0.0
+    assert final.personal_sparsity > 0.5
+
+
+def test_a_client_prunes_only_when_accurate_enough_and_rewinds(
+    personal_cfg, make_config, mnist_small
+):
+    model = steps.new_model(personal_cfg, mnist_small)
+    method = Lottery(personal_cfg, model, mnist_small.input_shape)
+    trained = {n: t + 0.01 for n, t in model.state_dict().items()}
+    mask = full_mask(trained, prunable_names(trained))
+    kept, same = method.client_start(trained, mask, 1, lambda w: 0.0)  # threshold 0: prune
+    assert _sparsity(same) == pytest.approx(0.5, abs=1e-5)
+    for name, keep in same.items():
+        assert torch.equal(kept[name][keep], method.initial[name][keep])
+    strict = make_config(
+        pruning={**PERSONAL, "lottery": {"personal": True, "accuracy_threshold": 0.9}}
+    )
+    picky = Lottery(strict, model, mnist_small.input_shape)
+    weights, unchanged = picky.client_start(trained, mask, 1, lambda w: 0.89)
+    assert unchanged is mask and all(torch.equal(weights[n], trained[n]) for n in mask)
+    _, capped = method.client_start(trained, same, 1, lambda w: 1.0)  # at round 1's target
+    assert capped is same
+
+
+def test_resume_continues_with_the_stored_personal_masks(personal_cfg, mnist_small, monkeypatch):
+    uninterrupted = engine.run_experiment(personal_cfg, data=mnist_small)
+    publish = RunStore.publish_round
+
+    def fail_in_round_3(self, round_, objects):
+        if round_ == 3:
+            raise RuntimeError("injected failure in round 3")
+        publish(self, round_, objects)
+
+    monkeypatch.setattr(RunStore, "publish_round", fail_in_round_3)
+    with pytest.raises(RuntimeError, match="injected"):
+        engine.run_experiment(personal_cfg, data=mnist_small)
+    monkeypatch.setattr(RunStore, "publish_round", publish)
+    runs = [p.name for p in (Path(personal_cfg.store) / personal_cfg.experiment).iterdir()]
+    failed = next(r for r in runs if r != uninterrupted.run_id)
+    resumed = engine.run_experiment(personal_cfg, data=mnist_small, resume=failed)
+    exact = ("test_accuracy", "personal_accuracy", "personal_sparsity", "bytes_up", "train_loss")
+    for ours, theirs in zip(resumed.history, uninterrupted.history, strict=True):
+        assert [getattr(ours, k) for k in exact] == [getattr(theirs, k) for k in exact]
+    for round_ in (3, 4):  # trained from masks read back from the store: byte-identical
+        assert _uploads(_store(personal_cfg, failed), round_) == _uploads(
+            _store(personal_cfg, uninterrupted.run_id), round_
+        )
+
+
+def _artifact(path: Path) -> SimpleNamespace:
+    return SimpleNamespace(path=str(path))
+
+
+def test_components_read_and_write_personal_masks_as_the_engine_does(
+    personal_cfg, mnist_small, tmp_path
+):
+    """The Kubeflow components' functions, called in order as the pipeline would (two pods of
+    one client each per round), give the local engine's results byte for byte."""
+    cfg = personal_cfg.model_copy(update={"kubeflow": personal_cfg.kubeflow.model_copy(
+        update={"clients_per_pod": 1})})  # fmt: skip
+    local = engine.run_experiment(cfg, data=mnist_small)
+    config_json = cfg.model_dump_json()
+    run_id = setup(config_json)
+    shards = _artifact(tmp_path / "shards.json")
+    partition(config_json, shards)
+    current = _artifact(tmp_path / "model-0")
+    init_model(config_json, run_id, shards, current)
+    logged: dict[str, float] = {}
+    metrics = SimpleNamespace(log_metric=logged.__setitem__)
+    for round_ in range(1, ROUNDS + 1):
+        message = _artifact(tmp_path / f"message-{round_}")
+        broadcast(config_json, run_id, current, round_, message)
+        groups = [_artifact(tmp_path / f"updates-{round_}-{g}") for g in range(2)]
+        for group, updates in enumerate(groups):
+            train_group(config_json, run_id, message, shards, group, updates)
+        current = _artifact(tmp_path / f"model-{round_}")
+        aggregate(config_json, message, groups, current)
+        evaluate(config_json, run_id, message, groups, current, metrics)
+        ours = local.history[round_ - 1]
+        assert logged["personal_accuracy"] == ours.personal_accuracy
+        assert logged["personal_sparsity"] == ours.personal_sparsity
+        assert not math.isnan(logged["personal_accuracy"])
+    finalise(config_json, run_id, current, _artifact(tmp_path / "final"))
+    pods, engine_run = _store(cfg, run_id), _store(cfg, local.run_id)
+    for round_ in range(1, ROUNDS + 1):
+        assert _uploads(pods, round_) == _uploads(engine_run, round_)
+        names = ["model.safetensors", PERSONAL_INDEX]
+        assert pods.load_round(round_, names) == engine_run.load_round(round_, names)
