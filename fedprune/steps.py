@@ -299,13 +299,18 @@ def accuracy_on(
 def personal_accuracy(
     model: nn.Module, rows: torch.Tensor, data: ImageDataset, cfg: ExperimentConfig
 ) -> float:
-    """Test accuracy of the client's model on its own label mix: the per-class accuracy on
-    the whole test set, weighted by the share of each class in the client's data (LotteryFL
-    tests each client on local test data drawn like its training data)."""
+    """Test accuracy of a client's model on the client's own label mix (LotteryFL tests each
+    client on local test data drawn like its training data)."""
     per_class = evaluate_model(model, data.x_test, data.y_test, cfg.eval.batch_size).per_class
-    mix = torch.bincount(data.y_train[rows], minlength=len(per_class)).double()
-    tested = ~per_class.isnan()  # a class the test set lacks cannot be scored
-    return float((per_class[tested] * mix[: len(per_class)][tested]).sum() / mix[tested].sum())
+    return mix_accuracy(per_class, data.y_train[rows])
+
+
+def mix_accuracy(per_class: torch.Tensor, labels: torch.Tensor) -> float:
+    """Accuracy on a label mix: the per-class test accuracies weighted by each class's share
+    of `labels` (a class the test set lacks cannot be scored and is left out)."""
+    mix = torch.bincount(labels, minlength=len(per_class)).double()[: len(per_class)]
+    tested = ~per_class.isnan()
+    return float((per_class[tested] * mix[tested]).sum() / mix[tested].sum())
 
 
 def aggregate(

@@ -179,3 +179,9 @@ def test_components_read_and_write_personal_masks_as_the_engine_does(
         assert _uploads(pods, round_) == _uploads(engine_run, round_)
         names = ["model.safetensors", PERSONAL_INDEX]
         assert pods.load_round(round_, names) == engine_run.load_round(round_, names)
+
+
+def test_accuracy_on_a_label_mix_weights_classes_by_the_clients_share():
+    per_class = torch.tensor([1.0, 0.5, math.nan], dtype=torch.float64)
+    labels = torch.tensor([0, 0, 1, 2])  # class 2 has no test samples: left out
+    assert steps.mix_accuracy(per_class, labels) == pytest.approx((2 * 1.0 + 0.5) / 3)
