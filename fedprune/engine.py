@@ -27,7 +27,6 @@ from fedprune.data import ImageDataset
 from fedprune.methods import Method
 from fedprune.parallel import ClientPool
 from fedprune.partition import Partition
-from fedprune.pruning import Mask
 from fedprune.publish import (
     finish,
     held_after,
@@ -94,7 +93,7 @@ def train_round(
     clients: list[int],
     round_: int,
     cfg: ExperimentConfig,
-    personal: dict[int, Mask],
+    personal: dict[int, steps.Personal],
 ) -> Iterator[list[ClientUpdate]]:
     """The round's client updates in client order, in batches as they finish: one client at
     a time in this process, all at once when vectorised, or from the worker pool."""
@@ -157,12 +156,13 @@ def run_experiment(
             started = time.perf_counter()
             clients = steps.sample_clients(cfg, round_)
             payload = steps.broadcast(global_model, cfg)
-            sent = steps.downloads(global_model, payload, clients, held, cfg)
+            sent = steps.downloads(global_model, payload, clients, held, cfg, personal)
             held |= dict.fromkeys(clients, sent.mask_id)
             updates = []
             for batch in train_round(
-                model, method, pool, payload, data, shards, clients, round_, cfg, personal
-            ):
+                model, method, pool, payload, data, shards, clients, round_, cfg,
+                steps.personal_starts({c: personal[c] for c in clients if c in personal}, sent),
+            ):  # fmt: skip
                 updates += batch
                 progress.client_done(len(batch))
             combined = steps.aggregate(updates, cfg)

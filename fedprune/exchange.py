@@ -62,6 +62,8 @@ def write_broadcast(folder: str | Path, broadcast: Broadcast) -> None:
     (folder / "payload.safetensors").write_bytes(sent.full)
     if sent.values is not None:
         (folder / "values.safetensors").write_bytes(sent.values)
+    for client, download in sent.personal.items():
+        (folder / f"personal-{client:06d}.safetensors").write_bytes(download)
     meta = {
         "round": broadcast.round,
         "clients": broadcast.clients,
@@ -70,6 +72,7 @@ def write_broadcast(folder: str | Path, broadcast: Broadcast) -> None:
         "full_clients": sent.full_clients,
         "values_clients": sent.values_clients,
         "mask_id": sent.mask_id,
+        "personal": sorted(sent.personal),
     }
     (folder / "round.json").write_text(json.dumps(meta))
 
@@ -84,6 +87,9 @@ def read_broadcast(folder: str | Path) -> Broadcast:
         full_clients=meta["full_clients"],
         values_clients=meta["values_clients"],
         mask_id=meta["mask_id"],
+        personal={
+            c: (folder / f"personal-{c:06d}.safetensors").read_bytes() for c in meta["personal"]
+        },
     )
     held = {int(client): mask for client, mask in meta["held"].items()}
     return Broadcast(meta["round"], meta["clients"], sent, held, meta["started"])

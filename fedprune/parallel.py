@@ -19,7 +19,6 @@ from fedprune import steps
 from fedprune.config import ExperimentConfig
 from fedprune.data import ImageDataset
 from fedprune.partition import Partition
-from fedprune.pruning import Mask
 
 _worker: dict = {}
 
@@ -32,7 +31,7 @@ def _start(cfg: ExperimentConfig, data: ImageDataset, shards: Partition, threads
 
 
 def _train(
-    payload: bytes, client: int, round_: int, personal: dict[int, Mask]
+    payload: bytes, client: int, round_: int, personal: dict[int, steps.Personal]
 ) -> steps.ClientUpdate:
     w = _worker
     (update,) = steps.train_clients(
@@ -57,10 +56,14 @@ class ClientPool:
         )
 
     def train(
-        self, payload: bytes, clients: list[int], round_: int, personal: dict[int, Mask]
+        self,
+        payload: bytes,
+        clients: list[int],
+        round_: int,
+        personal: dict[int, steps.Personal],
     ) -> Iterator[steps.ClientUpdate]:
         """Each client's update as soon as it is ready, in client order (`personal`: the
-        clients' own masks, LotteryFL)."""
+        clients' own masks and downloads, LotteryFL)."""
         futures = [
             self.executor.submit(
                 _train, payload, c, round_, {c: personal[c]} if c in personal else {}

@@ -80,7 +80,8 @@ class RoundMetrics:
     """bytes_up / floor_bytes_up: how close the real payloads come to the floor."""
     floor_ratio_down: float = 0.0
     values_only_downloads: int = 0
-    """Clients that held the broadcast's mask and so downloaded its values only."""
+    """Clients that held the broadcast's mask (or their personal mask) and so downloaded
+    values only."""
     importance_bytes_up: int = 0
     """Part of bytes_up that carried importance (PruneFL), not model values; the floor ratio
     is of the model payloads alone."""
@@ -156,22 +157,31 @@ def broadcast(global_model: GlobalModel, cfg: ExperimentConfig) -> bytes:
 class Downloads:
     """What a round's clients download: the full broadcast (mask + values), or, for a client
     that already holds the broadcast's mask (same `mask_id`), the values alone. Both payloads
-    carry the same values, so every client decodes the same model."""
+    carry the same values, so every client decodes the same model. A client with a personal
+    mask (LotteryFL) downloads the global values under its own mask only (`personal`)."""
 
     full: bytes
     values: bytes | None
     full_clients: int
     values_clients: int
     mask_id: str
+    personal: dict[int, bytes] = field(default_factory=dict)
 
     @property
     def bytes(self) -> int:
-        return len(self.full) * self.full_clients + len(self.values or b"") * self.values_clients
+        shared = len(self.full) * self.full_clients + len(self.values or b"") * self.values_clients
+        return shared + sum(map(len, self.personal.values()))
 
     @property
     def floor_bytes(self) -> float:
         full = floor_bits(self.full) * self.full_clients
-        return (full + (floor_bits(self.values) * self.values_clients if self.values else 0)) / 8
+        values = floor_bits(self.values) * self.values_clients if self.values else 0
+        return (full + values + sum(map(floor_bits, self.personal.values()))) / 8
+
+    @property
+    def values_only(self) -> int:
+        """Clients that downloaded values alone (they held the mask the values fill)."""
+        return self.values_clients + len(self.personal)
 
 
 def downloads(
@@ -180,19 +190,45 @@ def downloads(
     clients: list[int],
     held: dict[int, str],
     cfg: ExperimentConfig,
+    personal: dict[int, Mask] | None = None,
 ) -> Downloads:
-    """Who downloads what, given `payload` (the full broadcast) and `held`, the `mask_id` each
+    """Who downloads what, given `payload` (the full broadcast), `held`, the `mask_id` each
     client last received (the caller's record of client state; after the round every sampled
-    client holds `Downloads.mask_id`)."""
+    client holds `Downloads.mask_id`), and `personal`, the masks clients keep for themselves
+    (LotteryFL): such a client downloads the values under its own mask."""
     current = mask_id(global_model.mask)
     reuse = cfg.compression.values_only_downloads and cfg.compression.encoding == "sparse"
-    holders = sum(held.get(c) == current for c in clients) if reuse else 0
+    own = {c: personal[c] for c in clients if c in (personal or {})} if reuse else {}
+    shared = [c for c in clients if c not in own]
+    holders = sum(held.get(c) == current for c in shared) if reuse else 0
     values = (
         encode_values(global_model.weights, global_model.mask, cfg.compression, cfg.seed)
         if holders
         else None
     )
-    return Downloads(payload, values, len(clients) - holders, holders, current)
+    mine = {
+        c: encode_values(global_model.weights, mask, cfg.compression, cfg.seed)
+        for c, mask in own.items()
+    }
+    return Downloads(payload, values, len(shared) - holders, holders, current, mine)
+
+
+@dataclass(frozen=True)
+class Personal:
+    """A client's own state when its round starts (LotteryFL): the mask it kept from its last
+    round, and what it downloaded (the global values under that mask; None when it got the
+    whole broadcast)."""
+
+    mask: Mask
+    download: bytes | None = None
+
+    def received(self, broadcast: Weights) -> Weights:
+        """The global weights as this client has them."""
+        return broadcast if self.download is None else decode(self.download, self.mask)[0]
+
+
+def personal_starts(masks: dict[int, Mask], sent: Downloads) -> dict[int, Personal]:
+    return {c: Personal(mask, sent.personal.get(c)) for c, mask in masks.items()}
 
 
 def train_clients(
@@ -204,13 +240,13 @@ def train_clients(
     clients: list[int],
     round_: int,
     cfg: ExperimentConfig,
-    personal: dict[int, Mask] | None = None,
+    personal: dict[int, Personal] | None = None,
 ) -> list[ClientUpdate]:
     """Each client starts from the decoded broadcast and trains under its mask: one after
     another in the one shared `model` (or in the physically smaller model, for structured
     pruning), or all together with `client.vectorize`. The method may change a client's
-    mask before training (LotteryFL's personal masks: `personal` holds those the clients
-    kept from earlier rounds), during it (FedDST) or after it (client-side pruning) and may
+    mask before training (LotteryFL's personal masks: `personal` holds the masks clients
+    kept from earlier rounds and what they downloaded), during it (FedDST) or after it (client-side pruning) and may
     ask for importance (PruneFL); then the client encodes its model for upload."""
     weights, mask = decode(payload)
     personal = personal or {}
@@ -234,8 +270,9 @@ def train_clients(
             rows = shard_rows[index]
             if method.personal:
                 rows, held_out = validation_split(rows, client, cfg)
+                own = personal.get(client, Personal(mask))
                 start, learn_mask = method.client_start(
-                    weights, personal.get(client, mask), round_,
+                    own.received(weights), own.mask, round_,
                     lambda w, held_out=held_out: accuracy_on(model, w, data, held_out, cfg),
                 )  # fmt: skip
             learner.load_state_dict(start)
@@ -426,7 +463,7 @@ def round_metrics(
         floor_bytes_down=floor_down,
         floor_ratio_up=(bytes_up - importance_up) / floor_up if floor_up else math.nan,
         floor_ratio_down=bytes_down / floor_down if floor_down else math.nan,
-        values_only_downloads=sent.values_clients,
+        values_only_downloads=sent.values_only,
         importance_bytes_up=importance_up,
         **personal,
     )

@@ -86,6 +86,12 @@ def test_each_client_prunes_its_own_mask_and_keeps_it(personal_cfg, mnist_small)
                 assert nobody.any()
                 assert torch.equal(global_model.weights[name][nobody], previous[name][nobody])
         previous = global_model.weights
+    seen: set[int] = set()  # a client with a personal mask downloads the values under it
+    for metrics in result.history:
+        sampled = steps.sample_clients(cfg, metrics.round)
+        assert metrics.values_only_downloads == len(seen & set(sampled))
+        seen |= set(sampled)
+    assert result.history[-1].bytes_down < 0.6 * result.history[0].bytes_down
     masks = list(last.values())
     assert any(not torch.equal(masks[0][n], other[n]) for other in masks[1:] for n in other)
     assert max(_sparsity(m) for m in masks) == pytest.approx(0.8, abs=1e-4)
@@ -185,3 +191,20 @@ def test_accuracy_on_a_label_mix_weights_classes_by_the_clients_share():
     per_class = torch.tensor([1.0, 0.5, math.nan], dtype=torch.float64)
     labels = torch.tensor([0, 0, 1, 2])  # class 2 has no test samples: left out
     assert steps.mix_accuracy(per_class, labels) == pytest.approx((2 * 1.0 + 0.5) / 3)
+
+
+def test_a_personal_download_is_the_global_values_under_the_clients_mask(make_config):
+    cfg = make_config(pruning=PERSONAL, compression={"values": "int8"})
+    torch.manual_seed(0)
+    weights = {"w": torch.randn(50, 40), "b": torch.randn(40)}
+    global_model = steps.GlobalModel(weights, {"w": torch.ones(50, 40, dtype=torch.bool)})
+    own = {"w": torch.rand(50, 40) > 0.7}
+    payload = steps.broadcast(global_model, cfg)
+    sent = steps.downloads(global_model, payload, [0, 1], {}, cfg, {1: own})
+    assert (sent.full_clients, sent.values_only, sorted(sent.personal)) == (1, 1, [1])
+    assert sent.bytes == len(payload) + len(sent.personal[1])
+    assert len(sent.personal[1]) < 0.5 * len(payload)  # 30% of the values, no mask
+    everything, _ = decode(payload)  # the same int8 scale: exactly the broadcast's values
+    mine = steps.Personal(own, sent.personal[1]).received(everything)
+    assert torch.equal(mine["w"], everything["w"] * own["w"])
+    assert torch.equal(mine["b"], everything["b"])

@@ -25,7 +25,9 @@ def train_group(
     model = steps.new_model(cfg, data)
     method = steps.pruning_method(model, data, cfg)
     personal = (
-        personal_masks(run_store(cfg, run_id), received.round - 1, clients)
+        steps.personal_starts(
+            personal_masks(run_store(cfg, run_id), received.round - 1, clients), received.sent
+        )
         if method.personal
         else None
     )
