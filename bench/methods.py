@@ -127,6 +127,7 @@ class Row:
     accuracy: float
     best_accuracy: float
     mb_up: float
+    mb_down: float
     floor_ratio_up: float
     macs: float
     macs_dense: float
@@ -192,6 +193,7 @@ def to_row(spec: Spec, history: list[RoundMetrics], costs: dict, seconds: float)
         accuracy=history[-1].test_accuracy,
         best_accuracy=max(m.test_accuracy for m in history),
         mb_up=cumulative[-1],
+        mb_down=sum(m.bytes_down for m in history) / 1e6,
         floor_ratio_up=model_up / floor if floor else math.nan,
         macs=costs["macs"],
         macs_dense=costs["macs_dense"],
@@ -280,7 +282,8 @@ def write_report(rows: list[Row], out: Path, sweeps: list[dict]) -> None:
         WORKLOAD.format(rounds=len(rows[0].accuracy_curve)),
         "Method settings are in `pruning()` of bench/methods.py and explained in",
         "docs/methods.md. Accuracy is the global model's after the last round; MB up counts",
-        "every byte clients uploaded over all rounds (model payloads and PruneFL's importance);",
+        "every byte clients uploaded over all rounds (model payloads and PruneFL's importance),",
+        "MB down every byte they downloaded (values only when they held the mask);",
         "bytes/floor is the model payloads against their entropy floor; MACs are per sample:",
         "as the model runs (channels removed) and with ideal sparse kernels. The floor",
         "Σ N·H(density) assumes independent mask bits; structured masks (whole rows, and",
@@ -308,9 +311,9 @@ def write_report(rows: list[Row], out: Path, sweeps: list[dict]) -> None:
             lines += [
                 f"## {dataset}, {partition}",
                 "",
-                "| method | target | sparsity | accuracy | client accuracy | MB up "
+                "| method | target | sparsity | accuracy | client accuracy | MB up | MB down "
                 "| bytes/floor | MACs | MACs sparse kernels | dense MB to same accuracy |",
-                "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+                "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
             ]
             for r in sorted(chosen, key=lambda r: (r.sparsity, METHODS.index(r.method))):
                 reach = dense_mb_to_reach(dense, r.accuracy) if dense and not r.personal else None
@@ -318,6 +321,7 @@ def write_report(rows: list[Row], out: Path, sweeps: list[dict]) -> None:
                 lines.append(
                     f"| {r.method} | {100 * r.sparsity:.0f}% | {100 * r.final_sparsity:.1f}% "
                     f"| {100 * r.accuracy:.2f}% | {100 * r.client_accuracy:.2f}% | {r.mb_up:.1f} "
+                    f"| {r.mb_down:.1f} "
                     f"| {r.floor_ratio_up:.3f} "
                     f"| {r.macs / 1e3:.0f}k | {r.macs_sparse_kernels / 1e3:.0f}k "
                     f"| {'' if r.personal else reached} |"
