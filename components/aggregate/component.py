@@ -15,13 +15,11 @@ def aggregate(
     from fedprune.exchange import read_broadcast, read_updates, write_model
 
     cfg = parse_config(json.loads(config_json))
-    received_round = read_broadcast(message.path)
+    broadcast = read_broadcast(message.path)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     received = read_updates([u.path for u in updates])
     combined = steps.aggregate(received, cfg, device)
     data = steps.load_data(cfg)  # the method needs the model's input shape
     method = steps.pruning_method(steps.new_model(cfg, data), data, cfg)
-    chosen = steps.server_prune(
-        combined, received, method, received_round.round, received_round.payload
-    )
+    chosen = steps.server_prune(combined, received, method, broadcast.round, broadcast.payload)
     write_model(model.path, chosen)
