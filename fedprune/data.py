@@ -29,13 +29,23 @@ SPLITS = {
 
 
 @dataclass(frozen=True)
+class DataShape:
+    """What a model needs to know about a data set; a pod that handles only models (the
+    aggregator) builds one from this instead of loading the data."""
+
+    input_shape: tuple[int, ...]
+    num_classes: int
+
+
+@dataclass(frozen=True)
 class Source:
-    """Where a data set's files come from, their checksums, and its normalisation."""
+    """Where a data set's files come from, their checksums, normalisation and shape."""
 
     how: str
     mean: float
     std: float
     sha256: dict[str, str]
+    shape: DataShape = DataShape((1, 28, 28), 10)
 
 
 SOURCES = {
@@ -86,6 +96,12 @@ class ImageDataset:
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
+
+
+def data_shape(name: str) -> DataShape:
+    if name not in SOURCES:
+        raise DataError(f"unknown dataset '{name}'; allowed: {', '.join(DATASETS)}")
+    return SOURCES[name].shape
 
 
 def data_dir() -> Path:

@@ -18,7 +18,7 @@ from torch import nn
 from fedprune.aggregation import AGGREGATORS, DecodedUpdate
 from fedprune.compression import decode, encode, encode_values, floor_bits, mask_id
 from fedprune.config import ExperimentConfig
-from fedprune.data import ImageDataset, load_dataset
+from fedprune.data import DataShape, ImageDataset, load_dataset
 from fedprune.methods import Method, initial_training, method_for
 from fedprune.models import build_model
 from fedprune.partition import Partition, partition
@@ -110,7 +110,7 @@ def seed_for(*parts: int) -> int:
     return int(np.random.SeedSequence(list(parts)).generate_state(1, np.uint64)[0] >> 1)
 
 
-def new_model(cfg: ExperimentConfig, data: ImageDataset) -> nn.Module:
+def new_model(cfg: ExperimentConfig, data: ImageDataset | DataShape) -> nn.Module:
     return build_model(cfg.model, data.input_shape, data.num_classes, cfg.seed)
 
 
@@ -123,7 +123,9 @@ def partition_data(data: ImageDataset, cfg: ExperimentConfig) -> Partition:
     return partition(data.y_train.numpy(), cfg.data.num_clients, cfg.data.partition, cfg.seed)
 
 
-def pruning_method(model: nn.Module, data: ImageDataset, cfg: ExperimentConfig) -> Method:
+def pruning_method(
+    model: nn.Module, data: ImageDataset | DataShape, cfg: ExperimentConfig
+) -> Method:
     """The configured pruning method; build it once per process (structured pruning traces
     the model's channel dependencies)."""
     return method_for(cfg, model, data.input_shape)

@@ -4,7 +4,7 @@ import struct
 import numpy as np
 import pytest
 
-from fedprune.data import DataError, load_dataset, read_idx
+from fedprune.data import DataError, DataShape, data_shape, load_dataset, read_idx
 
 
 def write_idx(path, array: np.ndarray, compress: bool = False) -> None:
@@ -67,6 +67,8 @@ def test_real_mnist_is_complete(mnist_small):
     assert full.x_train.shape == (60000, 1, 28, 28) and full.x_test.shape == (10000, 1, 28, 28)
     assert full.num_classes == 10
     assert abs(float(full.x_train.mean())) < 0.01  # normalised with MNIST's mean and std
+    # the shape the aggregation pod builds models from, without loading the data
+    assert data_shape("mnist") == DataShape(full.input_shape, full.num_classes)
 
 
 def test_config_and_loaders_know_the_same_datasets():
@@ -85,3 +87,4 @@ def test_fetch_fashion_mnist_from_debian(tmp_path):
     fetch("fashion-mnist", root=tmp_path)
     data = load_dataset("fashion-mnist", root=tmp_path)
     assert data.x_train.shape == (60000, 1, 28, 28) and data.num_classes == 10
+    assert data_shape("fashion-mnist") == DataShape(data.input_shape, data.num_classes)

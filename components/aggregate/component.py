@@ -12,6 +12,7 @@ def aggregate(
 
     from fedprune import steps
     from fedprune.config import parse_config
+    from fedprune.data import data_shape
     from fedprune.exchange import read_broadcast, read_updates, write_model
 
     cfg = parse_config(json.loads(config_json))
@@ -19,7 +20,7 @@ def aggregate(
     device = "cuda" if torch.cuda.is_available() else "cpu"
     received = read_updates([u.path for u in updates])
     combined = steps.aggregate(received, cfg, device)
-    data = steps.load_data(cfg)  # the method needs the model's input shape
-    method = steps.pruning_method(steps.new_model(cfg, data), data, cfg)
+    shape = data_shape(cfg.data.dataset)  # the method needs the model, not the data
+    method = steps.pruning_method(steps.new_model(cfg, shape), shape, cfg)
     chosen = steps.server_prune(combined, received, method, broadcast.round, broadcast.payload)
     write_model(model.path, chosen)

@@ -9,6 +9,7 @@ def finalise(config_json: str, run_id: str, model: Input[Model], final_model: Ou
 
     from fedprune import steps
     from fedprune.config import parse_config
+    from fedprune.data import data_shape
     from fedprune.exchange import read_model
     from fedprune.publish import finish, history_until, run_store
     from fedprune.tracking import tracker_for
@@ -18,8 +19,8 @@ def finalise(config_json: str, run_id: str, model: Input[Model], final_model: Ou
     store = run_store(cfg, run_id)
     tracker = tracker_for(cfg).attach(run_id)
     final = read_model(model.path)
-    data = steps.load_data(cfg)
-    method = steps.pruning_method(steps.new_model(cfg, data), data, cfg)
+    shape = data_shape(cfg.data.dataset)  # the method needs the model, not the data
+    method = steps.pruning_method(steps.new_model(cfg, shape), shape, cfg)
     costs = method.costs(final.weights, final.mask)
     finish(store, tracker, final, history_until(store, cfg.rounds), costs, cfg)
     tracker.finish()
