@@ -197,7 +197,7 @@ def to_row(spec: Spec, history: list[RoundMetrics], costs: dict, seconds: float)
         floor_ratio_up=model_up / floor if floor else math.nan,
         macs=costs["macs"],
         macs_dense=costs["macs_dense"],
-        macs_sparse_kernels=costs["macs_sparse_kernels"],
+        macs_sparse_kernels=costs.get("personal_macs_sparse_kernels", costs["macs_sparse_kernels"]),
         seconds=seconds,
         accuracy_curve=[m.test_accuracy for m in history],
         mb_up_curve=cumulative,
@@ -294,9 +294,9 @@ def write_report(rows: list[Row], out: Path, sweeps: list[dict]) -> None:
         "of the model it ends with, the global model or its personal one. On non-IID splits",
         "that is an easier task than the whole test set, for every method alike.",
         "`lottery (personal)` is LotteryFL with a mask per client: its sparsity is the mean of",
-        "the last round's clients' masks, its MACs those of the global model (the union of the",
-        "masks), and its accuracy that of the global model, which no client uses; compare it",
-        "by client accuracy (the summaries leave it out).",
+        "the last round's clients' masks, its MACs with sparse kernels the mean of the clients'",
+        "final models, and its accuracy that of the global model (the union of the masks),",
+        "which no client uses; compare it by client accuracy (the summaries leave it out).",
         f"Whole sweep: {len(rows)} runs in {len(sweeps)} invocation(s), "
         + " + ".join(f"{i['wall'] / 60:.0f} min" for i in sweeps)
         + " wall.",

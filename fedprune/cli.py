@@ -100,6 +100,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"(dense {costs['macs_dense'] / 1e6:.2f} M, "
         f"with sparse kernels {costs['macs_sparse_kernels'] / 1e6:.2f} M)"
     )
+    if "personal_macs_sparse_kernels" in costs:
+        console.print(
+            f"personal models: {costs['personal_macs_sparse_kernels'] / 1e6:.2f} M MACs per "
+            "sample with sparse kernels, on average"
+        )
     console.print(f"artifacts: {result.location}")
     console.print(f"MLflow run {result.run_id}: {result.ui_hint}")
     return 0

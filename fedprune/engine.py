@@ -187,7 +187,7 @@ def run_experiment(
             history.append(metrics)
             tracker.log_metrics(metrics.flat(), step=round_)
             progress.round_done(metrics)
-        costs = method.costs(global_model.weights, global_model.mask)
+        costs = method.costs(global_model.weights, global_model.mask, personal.values())
         finish(store, tracker, global_model, history, costs, cfg)
     except BaseException as error:
         tracker.abandon("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")

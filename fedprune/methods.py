@@ -10,7 +10,7 @@ method only states where it differs.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
@@ -86,18 +86,25 @@ class Method:
         self.model.load_state_dict(weights)
         return self.model
 
-    def costs(self, weights: Weights, mask: Mask) -> dict[str, float]:
+    def costs(
+        self, weights: Weights, mask: Mask, personal: Iterable[Mask] = ()
+    ) -> dict[str, float]:
         """Inference cost per sample: MACs of the dense model, of the model as it runs
-        (smaller only when channels were removed), and with sparse kernels."""
+        (smaller only when channels were removed), and with sparse kernels; with `personal`
+        masks (LotteryFL) also the clients' own models with sparse kernels, on average."""
         served = self.served(weights, mask)
         dense = macs(self.model, self.input_shape)
         running = macs(served, self.input_shape)
         remaining = None if self.trains_shrunk else mask  # a shrunk model is dense inside
-        return {
+        costs = {
             "macs_dense": dense,
             "macs": running,
             "macs_sparse_kernels": macs(served, self.input_shape, remaining),
         }
+        own = [macs(self.model, self.input_shape, m) for m in personal]
+        if own:
+            costs["personal_macs_sparse_kernels"] = sum(own) / len(own)
+        return costs
 
     def _magnitude(self, weights: Weights, mask: Mask, round_: int, scope: str = "") -> Model:
         target = self.target(round_)

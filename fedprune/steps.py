@@ -256,6 +256,10 @@ def train_clients(
         torch.Generator().manual_seed(seed_for(cfg.seed, round_, client)) for client in clients
     ]
     shard_rows = [torch.from_numpy(shards[client]) for client in clients]
+    train_rows, held_out = list(shard_rows), [torch.empty(0, dtype=torch.int64)] * len(clients)
+    if method.personal:  # LotteryFL's clients hold out validation rows and train on the rest
+        splits = [validation_split(r, c, cfg) for r, c in zip(shard_rows, clients, strict=True)]
+        train_rows, held_out = [t for t, _ in splits], [v for _, v in splits]
     scores = [math.nan] * len(clients) if not method.personal else []
     if cfg.client.vectorize:
         trained, losses = train_together(
@@ -269,13 +273,12 @@ def train_clients(
         start = slice_weights(weights, mask) if learner is not model else weights
         learn_mask = {} if learner is not model else mask
         for index, (client, generator) in enumerate(zip(clients, generators, strict=True)):
-            rows = shard_rows[index]
+            rows = train_rows[index]
             if method.personal:
-                rows, held_out = validation_split(rows, client, cfg)
                 own = personal.get(client, Personal(mask))
                 start, learn_mask = method.client_start(
                     own.received(weights), own.mask, round_,
-                    lambda w, held_out=held_out: accuracy_on(model, w, data, held_out, cfg),
+                    lambda w, v=held_out[index]: accuracy_on(model, w, data, v, cfg),
                 )  # fmt: skip
             learner.load_state_dict(start)
             x, y = data.x_train[rows], data.y_train[rows]
@@ -300,7 +303,7 @@ def train_clients(
             importances.append(importance)
     updates = []
     for client, rows, local, kept, importance, loss, score in zip(
-        clients, shard_rows, trained, masks, importances, losses, scores, strict=True
+        clients, train_rows, trained, masks, importances, losses, scores, strict=True
     ):
         kept = method.client_mask(local, kept, round_)
         apply_mask_(local, kept)

@@ -98,6 +98,8 @@ def test_each_client_prunes_its_own_mask_and_keeps_it(personal_cfg, mnist_small)
     final = result.history[-1]
     assert 0.5 < final.personal_accuracy <= 1 and final.sparsity == 0.0
     assert final.personal_sparsity > 0.5
+    costs = result.costs  # the personal models with sparse kernels: fewer MACs than the union
+    assert costs["personal_macs_sparse_kernels"] < costs["macs_sparse_kernels"] == costs["macs"]
 
 
 def test_a_client_prunes_only_when_accurate_enough_and_rewinds(
@@ -185,6 +187,7 @@ def test_components_read_and_write_personal_masks_as_the_engine_does(
         assert _uploads(pods, round_) == _uploads(engine_run, round_)
         names = ["model.safetensors", PERSONAL_INDEX]
         assert pods.load_round(round_, names) == engine_run.load_round(round_, names)
+    assert pods.load("", ["costs.json"]) == engine_run.load("", ["costs.json"])
 
 
 def test_accuracy_on_a_label_mix_weights_classes_by_the_clients_share():
