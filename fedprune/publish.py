@@ -106,7 +106,7 @@ def personal_masks(store: RunStore, round_: int, clients: list[int]) -> dict[int
 
 def round_state(store: RunStore, round_: int) -> tuple[GlobalModel, list[RoundMetrics]]:
     """The global model after round `round_` and the metrics of rounds 1…`round_`."""
-    objects = store.load_round(round_)
+    objects = store.load_round(round_, ["model.safetensors", "metrics.json"])
     weights, mask = model_from_bytes(objects["model.safetensors"])
     history = [RoundMetrics(**m) for m in json.loads(objects["metrics.json"])]
     return GlobalModel(weights, mask), history
