@@ -11,14 +11,23 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import nn
 
-from fedprune.compression import mask_id
+from fedprune.compression import decode, mask_id
 from fedprune.config import ExperimentConfig
 from fedprune.data import ImageDataset
-from fedprune.pruning import Mask, Weights, apply_mask_, magnitude_mask, schedule_for
+from fedprune.pruning import (
+    Mask,
+    Weights,
+    apply_mask_,
+    magnitude_mask,
+    measure_sparsity,
+    schedule_for,
+)
 from fedprune.structured import ChannelGraph, macs, shrink, slice_weights, structured_mask
 from fedprune.training import Regrowth, local_train
 
@@ -31,6 +40,21 @@ def _pruned(weights: Weights, mask: Mask) -> Model:
     weights = {name: t.clone() for name, t in weights.items()}
     apply_mask_(weights, mask)
     return weights, mask
+
+
+@dataclass(frozen=True)
+class RoundInputs:
+    """What the server has of a round besides the aggregate: the broadcast the clients
+    started from, and the clients' mean importance when they sent it (PruneFL)."""
+
+    broadcast: bytes
+    importance: Weights | None = None
+
+    @cached_property
+    def previous(self) -> Weights:
+        """The global weights the clients started from, as they decoded them (decoded only
+        for a method that asks: LotteryFL's personal masks)."""
+        return decode(self.broadcast)[0]
 
 
 class Method:
@@ -69,16 +93,8 @@ class Method:
         """The mask a client uploads under, after local training."""
         return mask
 
-    def server(
-        self,
-        weights: Weights,
-        mask: Mask,
-        round_: int,
-        importance: Weights | None,
-        previous: Weights,
-    ) -> Model:
-        """The next global model from the aggregate (and the clients' mean importance);
-        `previous` is the global model the clients started from, as they decoded it."""
+    def server(self, weights: Weights, mask: Mask, round_: int, inputs: RoundInputs) -> Model:
+        """The next global model from the aggregate and the rest of the round (`inputs`)."""
         return weights, mask
 
     def served(self, weights: Weights, mask: Mask) -> nn.Module:
@@ -124,14 +140,7 @@ class Magnitude(Method):
             return mask
         return magnitude_mask(local, mask, target, self.cfg.pruning.scope)
 
-    def server(
-        self,
-        weights: Weights,
-        mask: Mask,
-        round_: int,
-        importance: Weights | None,
-        previous: Weights,
-    ) -> Model:
+    def server(self, weights: Weights, mask: Mask, round_: int, inputs: RoundInputs) -> Model:
         if self.cfg.pruning.placement != "server":
             return weights, mask
         return self._magnitude(weights, mask, round_)
@@ -160,14 +169,7 @@ class Structured(Method):
             self._shrunk = (key, shrink(self.graph, weights, mask))
         return self._shrunk[1]
 
-    def server(
-        self,
-        weights: Weights,
-        mask: Mask,
-        round_: int,
-        importance: Weights | None,
-        previous: Weights,
-    ) -> Model:
+    def server(self, weights: Weights, mask: Mask, round_: int, inputs: RoundInputs) -> Model:
         target = self.target(round_)
         if target == 0:
             return weights, mask
@@ -189,25 +191,19 @@ class Lottery(Method):
         self, weights: Weights, mask: Mask, round_: int, accuracy: Callable[[Weights], float]
     ) -> Model:
         received = _pruned(weights, mask)
-        total = sum(keep.numel() for keep in mask.values())
-        sparsity = 1.0 - sum(int(keep.sum()) for keep in mask.values()) / total
+        sparsity = measure_sparsity({}, mask).sparsity
+        masked = sum(keep.numel() for keep in mask.values())
         target = self.target(round_)
-        at_target = (target - sparsity) * total <= len(mask)  # rounding: ≤ 1 weight per tensor
+        at_target = (target - sparsity) * masked <= len(mask)  # rounding: ≤ 1 weight per tensor
         if at_target or accuracy(received[0]) < self.cfg.pruning.lottery.accuracy_threshold:
             return received
         step = 1.0 - (1.0 - sparsity) * (1.0 - self.cfg.pruning.schedule.rate)
         chosen = magnitude_mask(received[0], mask, min(target, step), self.cfg.pruning.scope)
         return _pruned(self.initial, chosen)
 
-    def server(
-        self,
-        weights: Weights,
-        mask: Mask,
-        round_: int,
-        importance: Weights | None,
-        previous: Weights,
-    ) -> Model:
+    def server(self, weights: Weights, mask: Mask, round_: int, inputs: RoundInputs) -> Model:
         if self.personal:  # a weight no sampled client kept keeps its last global value
+            previous = inputs.previous
             kept = {n: torch.where(keep, weights[n], previous[n]) for n, keep in mask.items()}
             return weights | kept, {n: torch.ones_like(keep) for n, keep in mask.items()}
         if self.target(round_) <= self.target(round_ - 1):
@@ -235,14 +231,7 @@ class FedDST(Method):
         share = self.cfg.pruning.feddst.fraction * decay
         return Regrowth(at_step=steps // 2, adjust=lambda w, g, m: prune_and_regrow(w, g, m, share))
 
-    def server(
-        self,
-        weights: Weights,
-        mask: Mask,
-        round_: int,
-        importance: Weights | None,
-        previous: Weights,
-    ) -> Model:
+    def server(self, weights: Weights, mask: Mask, round_: int, inputs: RoundInputs) -> Model:
         return self._magnitude(weights, mask, round_, "layerwise")
 
 
@@ -281,14 +270,8 @@ class PruneFL(Method):
     def wants_importance(self, round_: int) -> bool:
         return round_ % self.cfg.pruning.prunefl.every == 0 and self.target(round_) > 0
 
-    def server(
-        self,
-        weights: Weights,
-        mask: Mask,
-        round_: int,
-        importance: Weights | None,
-        previous: Weights,
-    ) -> Model:
+    def server(self, weights: Weights, mask: Mask, round_: int, inputs: RoundInputs) -> Model:
+        importance = inputs.importance
         if importance is None:
             return self._magnitude(weights, mask, round_)
         everything = {name: torch.ones_like(keep) for name, keep in mask.items()}

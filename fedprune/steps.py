@@ -19,7 +19,7 @@ from fedprune.aggregation import AGGREGATORS, DecodedUpdate
 from fedprune.compression import decode, encode, encode_values, floor_bits, mask_id
 from fedprune.config import ExperimentConfig
 from fedprune.data import DataShape, ImageDataset, load_dataset
-from fedprune.methods import Method, initial_training, method_for
+from fedprune.methods import Method, RoundInputs, initial_training, method_for
 from fedprune.models import build_model
 from fedprune.partition import Partition, partition
 from fedprune.pruning import (
@@ -248,8 +248,9 @@ def train_clients(
     another in the one shared `model` (or in the physically smaller model, for structured
     pruning), or all together with `client.vectorize`. The method may change a client's
     mask before training (LotteryFL's personal masks: `personal` holds the masks clients
-    kept from earlier rounds and what they downloaded), during it (FedDST) or after it (client-side pruning) and may
-    ask for importance (PruneFL); then the client encodes its model for upload."""
+    kept from earlier rounds and what they downloaded), during it (FedDST) or after it
+    (client-side pruning) and may ask for importance (PruneFL); then the client encodes its
+    model for upload."""
     weights, mask = decode(payload)
     personal = personal or {}
     generators = [
@@ -402,10 +403,8 @@ def server_prune(
     broadcast `payload`: magnitude pruning to the schedule's target, a structured mask,
     FedDST's consensus, PruneFL's importance ranking, the lottery ticket's rewind, or the
     union of LotteryFL's personal masks."""
-    previous, _ = decode(payload)
-    weights, mask = method.server(
-        global_model.weights, global_model.mask, round_, mean_importance(updates), previous
-    )
+    inputs = RoundInputs(payload, mean_importance(updates))
+    weights, mask = method.server(global_model.weights, global_model.mask, round_, inputs)
     return GlobalModel(weights=weights, mask=mask)
 
 

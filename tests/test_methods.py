@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from fedprune import engine, steps
-from fedprune.compression import decode
+from fedprune.compression import decode, encode
 from fedprune.config import ModelConfig, parse_config
-from fedprune.methods import Lottery, prune_and_regrow
+from fedprune.methods import Lottery, RoundInputs, prune_and_regrow
 from fedprune.models import MODELS
 from fedprune.pruning import apply_mask_, full_mask, prunable_names, schedule_for
 from fedprune.publish import round_state
@@ -103,15 +103,14 @@ def test_lottery_rewinds_the_survivors_to_their_initial_values(mnist_small):
     method = Lottery(cfg, model, mnist_small.input_shape)
     trained = {n: t + 0.01 for n, t in model.state_dict().items()}
     mask = full_mask(trained, prunable_names(trained))
-    weights, new_mask = method.server(
-        trained, mask, 1, None, trained
-    )  # target 0 → 0.5: prune + rewind
+    inputs = RoundInputs(encode(trained, mask, cfg.compression))  # what the clients started from
+    weights, new_mask = method.server(trained, mask, 1, inputs)  # target 0 → 0.5: prune + rewind
     for name, keep in new_mask.items():
         assert torch.equal(weights[name][keep], method.initial[name][keep])
         assert not weights[name][~keep].any()
     targets = [schedule_for(cfg.pruning).target(r) for r in range(1, 6)]
     assert targets == [0.5, 0.75, 0.8, 0.8, 0.8]
-    unchanged, kept = method.server(trained, new_mask, 4, None, trained)  # target stays: no rewind
+    unchanged, kept = method.server(trained, new_mask, 4, inputs)  # target stays: no rewind
     assert unchanged is trained and kept is new_mask
 
 

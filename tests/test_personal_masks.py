@@ -23,7 +23,7 @@ from components.train.component import train_group
 from fedprune import engine, steps
 from fedprune.compression import decode
 from fedprune.methods import Lottery
-from fedprune.pruning import full_mask, prunable_names
+from fedprune.pruning import full_mask, measure_sparsity, prunable_names
 from fedprune.publish import PERSONAL_INDEX, personal_name, round_state
 from fedprune.store import LocalBackend, RunStore
 
@@ -53,7 +53,7 @@ def _uploads(store: RunStore, round_: int) -> dict[int, bytes]:
 
 
 def _sparsity(mask: dict[str, torch.Tensor]) -> float:
-    return 1 - sum(int(m.sum()) for m in mask.values()) / sum(m.numel() for m in mask.values())
+    return measure_sparsity({}, mask).sparsity
 
 
 def test_each_client_prunes_its_own_mask_and_keeps_it(personal_cfg, mnist_small):
