@@ -17,6 +17,7 @@ log at once) and stops at the end; browse them afterwards with
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import shlex
@@ -44,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 from fedprune import engine, steps  # noqa: E402
 from fedprune.compression import decode  # noqa: E402
 from fedprune.config import ExperimentConfig, parse_config  # noqa: E402
-from fedprune.data import load_dataset  # noqa: E402
+from fedprune.data import ImageDataset, load_dataset  # noqa: E402
 from fedprune.publish import PERSONAL_INDEX, personal_name  # noqa: E402
 from fedprune.steps import GlobalModel, RoundMetrics  # noqa: E402
 from fedprune.store import LocalBackend, RunStore, model_from_bytes  # noqa: E402
@@ -141,7 +142,10 @@ class Row:
     model it ends with: the global model, or its personal model (LotteryFL)."""
 
 
-_data: dict = {}
+@functools.cache
+def dataset(name: str) -> ImageDataset:
+    """Each data set loaded once per process (the sweep's workers, the report)."""
+    return load_dataset(name)
 
 
 def _start() -> None:
@@ -149,7 +153,7 @@ def _start() -> None:
 
 
 def run(spec: Spec) -> Row:
-    data = _data.get(spec.dataset) or _data.setdefault(spec.dataset, load_dataset(spec.dataset))
+    data = dataset(spec.dataset)
     root = Path(spec.root)
     cfg = parse_config(
         {
@@ -237,9 +241,7 @@ def client_accuracy(folder: Path, cfg: ExperimentConfig) -> float:
     """Mean over all clients of the test accuracy on the client's label mix of the model the
     client ends with: the final global model, or with personal masks the client's latest
     personal model (the global one if it never trained)."""
-    data = _data.get(cfg.data.dataset) or _data.setdefault(
-        cfg.data.dataset, load_dataset(cfg.data.dataset)
-    )
+    data = dataset(cfg.data.dataset)
     method = steps.pruning_method(steps.new_model(cfg, data), data, cfg)
 
     def per_class(payload: tuple) -> torch.Tensor:
