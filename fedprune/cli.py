@@ -8,22 +8,23 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, get_args
+from typing import TYPE_CHECKING
 
 from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from fedprune.config import DataConfig, ExperimentConfig, load_config
+from fedprune.config import ExperimentConfig, load_config
 from fedprune.errors import UserError
 from fedprune.kubeflow_cli import add_kubeflow_commands
+from fedprune.pruning.methods import METHODS
+from fedprune.tasks.datasets import DATASETS
 
 if TYPE_CHECKING:
-    from fedprune.steps import RoundMetrics
+    from fedprune.records import RoundMetrics
 
 EXIT_BAD_INPUT = 2
-DATASETS = get_args(DataConfig.model_fields["dataset"].annotation)
 console = Console()
 
 
@@ -70,7 +71,7 @@ class LiveProgress:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from fedprune.engine import run_experiment
+    from fedprune.engine.local import run_experiment
 
     cfg = load_config(args.config)
     view = LiveProgress()
@@ -112,18 +113,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
+    target = getattr(cfg.pruning.schedule, "target", 0.0)  # schedule `none` has none
     console.print(
         f"{args.config}: valid — experiment '{cfg.experiment}', {cfg.rounds} rounds, "
         f"{cfg.data.num_clients} clients ({cfg.clients_per_round()} per round), "
-        f"model {cfg.model.name}, pruning {cfg.pruning.method} ({cfg.pruning.schedule.kind}) "
-        f"to {100 * cfg.pruning.schedule.target:.0f}% on the {cfg.pruning.placement}"
+        f"model {cfg.model.name}, pruning {METHODS.get(cfg.pruning.method).tag(cfg.pruning)}"
+        + (f" to {100 * target:.0f}%" if target else "")
     )
     return 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from fedprune.compare import summarise
-    from fedprune.plots import plot_lines
+    from fedprune.tracking.compare import summarise
+    from fedprune.tracking.plots import plot_lines
 
     runs = summarise(args.tracking, args.experiment, args.metric, args.target)
     title = args.experiment or "all experiments"
@@ -155,7 +157,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_data_fetch(args: argparse.Namespace) -> int:
-    from fedprune.data import fetch
+    from fedprune.tasks.datasets import fetch
 
     with console.status(f"fetching {args.name}"):
         folder = fetch(args.name)
@@ -193,7 +195,7 @@ def parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="data sets")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     fetch_cmd = data_sub.add_parser("fetch", help="obtain a data set into $FEDPRUNE_DATA")
-    fetch_cmd.add_argument("name", choices=DATASETS)
+    fetch_cmd.add_argument("name", choices=DATASETS.names())
     fetch_cmd.set_defaults(handler=cmd_data_fetch)
     add_kubeflow_commands(sub)
     return root

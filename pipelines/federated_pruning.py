@@ -24,7 +24,8 @@ from components.init_model.component import init_model
 from components.partition.component import partition
 from components.setup.component import setup
 from components.train.component import train_group
-from fedprune.config import ExperimentConfig, ResourcesConfig
+from fedprune.config import ExperimentConfig
+from fedprune.config.kubeflow import ResourcesConfig
 
 
 def group_count(cfg: ExperimentConfig) -> int:

@@ -12,15 +12,13 @@ def aggregate(
 
     from fedprune import steps
     from fedprune.config import parse_config
-    from fedprune.data import data_shape
-    from fedprune.exchange import read_broadcast, read_updates, write_model
+    from fedprune.io.exchange import read_broadcast, read_updates, write_model
 
     cfg = parse_config(json.loads(config_json))
     broadcast = read_broadcast(message.path)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     received = read_updates([u.path for u in updates])
     combined = steps.aggregate(received, cfg, device)
-    shape = data_shape(cfg.data.dataset)  # the method needs the model, not the data
-    method = steps.pruning_method(steps.new_model(cfg, shape), shape, cfg)
-    chosen = steps.server_prune(combined, received, method, broadcast.round, broadcast.payload)
+    rt = steps.Runtime.build(cfg, with_data=False)  # the method needs the model, not the data
+    chosen = steps.server_prune(combined, received, rt.method, broadcast.round, broadcast.payload)
     write_model(model.path, chosen)

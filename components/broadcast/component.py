@@ -9,23 +9,19 @@ def broadcast(
     message: Output[Artifact],
 ):
     """Sample the round's clients and encode the global model they download: the full payload,
-    or its values only for clients that already hold its mask (known from the last round), or
-    with LotteryFL's personal masks the values under each client's own mask (from the store)."""
+    or its values only for clients that already hold its mask, or with LotteryFL's personal
+    masks the values under each client's own mask (the clients' state, from the store)."""
     import json
-    import time
 
     from fedprune import steps
     from fedprune.config import parse_config
-    from fedprune.exchange import Broadcast, read_model, write_broadcast
-    from fedprune.publish import held_after, personal_masks, run_store
+    from fedprune.engine.round import plan_round
+    from fedprune.io.exchange import read_model, write_broadcast
+    from fedprune.io.publish import run_store
+    from fedprune.io.state import ClientState
 
-    started = time.time()
     cfg = parse_config(json.loads(config_json))
-    current = read_model(global_model.path)
-    clients = steps.sample_clients(cfg, round_)
-    store = run_store(cfg, run_id)
-    held = held_after(store, round_ - 1)
-    personal = personal_masks(store, round_ - 1, clients) if cfg.pruning.lottery.personal else {}
-    sent = steps.downloads(current, steps.broadcast(current, cfg), clients, held, cfg, personal)
-    held |= dict.fromkeys(clients, sent.mask_id)
-    write_broadcast(message.path, Broadcast(round_, clients, sent, held, started))
+    rt = steps.Runtime.build(cfg, with_data=False)
+    state = ClientState.after(run_store(cfg, run_id), round_ - 1)
+    plan = plan_round(rt, read_model(global_model.path), state, round_)
+    write_broadcast(message.path, plan)

@@ -9,29 +9,18 @@ def finalise(config_json: str, run_id: str, model: Input[Model], final_model: Ou
 
     from fedprune import steps
     from fedprune.config import parse_config
-    from fedprune.data import data_shape
-    from fedprune.exchange import read_model
-    from fedprune.publish import (
-        finish,
-        history_until,
-        personal_after,
-        personal_masks,
-        run_store,
-    )
-    from fedprune.tracking import tracker_for
+    from fedprune.engine.round import final_costs, finish
+    from fedprune.io.exchange import read_model
+    from fedprune.io.publish import history_until, run_store
+    from fedprune.io.state import ClientState
+    from fedprune.tracking.mlflow import tracker_for
 
     cfg = parse_config(json.loads(config_json))
     shutil.copyfile(model.path, final_model.path)
     store = run_store(cfg, run_id)
     tracker = tracker_for(cfg).attach(run_id)
     final = read_model(model.path)
-    shape = data_shape(cfg.data.dataset)  # the method needs the model, not the data
-    method = steps.pruning_method(steps.new_model(cfg, shape), shape, cfg)
-    personal = (
-        personal_masks(store, cfg.rounds, list(personal_after(store, cfg.rounds)))
-        if method.personal
-        else {}
-    )
-    costs = method.costs(final.weights, final.mask, personal.values())
-    finish(store, tracker, final, history_until(store, cfg.rounds), costs, cfg)
+    rt = steps.Runtime.build(cfg, with_data=False)  # the method needs the model, not the data
+    costs = final_costs(rt, final, ClientState.after(store, cfg.rounds))
+    finish(store, tracker, final, history_until(store, cfg.rounds), costs, cfg.experiment)
     tracker.finish()

@@ -9,16 +9,13 @@ def init_model(config_json: str, run_id: str, shards: Input[Dataset], model: Out
 
     from fedprune import steps
     from fedprune.config import parse_config
-    from fedprune.exchange import read_partition, write_model
-    from fedprune.publish import initial_model
-    from fedprune.store import open_backend
-    from fedprune.tracking import tracker_for
+    from fedprune.engine.round import initial_model
+    from fedprune.io.exchange import read_partition, write_model
+    from fedprune.io.store import open_backend
+    from fedprune.tracking.mlflow import tracker_for
 
     cfg = parse_config(json.loads(config_json))
-    data = steps.load_data(cfg)
-    fresh = steps.new_model(cfg, data)
-    method = steps.pruning_method(fresh, data, cfg)
-    backend = open_backend(cfg.store, cfg.s3)
-    start, source = initial_model(backend, fresh, method, data, read_partition(shards.path), cfg)
+    rt = steps.Runtime.build(cfg, shards=read_partition(shards.path))
+    start, source = initial_model(rt, open_backend(cfg.store, cfg.s3))
     tracker_for(cfg).attach(run_id).set_tag("init_from", source)
     write_model(model.path, start)

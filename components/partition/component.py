@@ -7,8 +7,7 @@ def partition(config_json: str, shards: Output[Dataset]):
 
     from fedprune import steps
     from fedprune.config import parse_config
-    from fedprune.exchange import write_partition
+    from fedprune.io.exchange import write_partition
 
     cfg = parse_config(json.loads(config_json))
-    data = steps.load_data(cfg)
-    write_partition(shards.path, steps.partition_data(data, cfg))
+    write_partition(shards.path, steps.partition_data(steps.load_data(cfg), cfg))

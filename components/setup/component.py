@@ -6,8 +6,8 @@ def setup(config_json: str) -> str:
     import yaml
 
     from fedprune.config import parse_config
-    from fedprune.publish import run_store
-    from fedprune.tracking import start_run, tracker_for
+    from fedprune.io.publish import run_store
+    from fedprune.tracking.mlflow import start_run, tracker_for
 
     cfg = parse_config(json.loads(config_json))
     tracker = tracker_for(cfg)

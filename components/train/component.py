@@ -10,36 +10,25 @@ def train_group(
     updates: Output[Artifact],
 ):
     """Train one group of the round's clients, one after another, in this pod (with
-    LotteryFL's personal masks, each client's own mask comes from the run's store)."""
+    LotteryFL's personal masks, each client's own mask comes from the clients' state in the
+    run's store)."""
     import json
 
     from fedprune import steps
     from fedprune.config import parse_config
-    from fedprune.exchange import read_broadcast, read_partition, write_updates
-    from fedprune.publish import personal_masks, run_store
+    from fedprune.engine.round import client_starts
+    from fedprune.io.exchange import read_broadcast, read_partition, write_updates
+    from fedprune.io.publish import run_store
+    from fedprune.io.state import ClientState
 
     cfg = parse_config(json.loads(config_json))
-    received = read_broadcast(message.path)
-    data = steps.load_data(cfg)
-    clients = received.group(group, cfg.kubeflow.clients_per_pod)
-    model = steps.new_model(cfg, data)
-    method = steps.pruning_method(model, data, cfg)
-    personal = (
-        steps.personal_starts(
-            personal_masks(run_store(cfg, run_id), received.round - 1, clients), received.sent
-        )
-        if method.personal
-        else None
+    plan = read_broadcast(message.path)
+    clients = plan.group(group, cfg.kubeflow.clients_per_pod)
+    rt = steps.Runtime.build(cfg, shards=read_partition(shards.path))
+    state = (
+        ClientState.after(run_store(cfg, run_id), plan.round - 1) if rt.method.personal else None
     )
-    trained = steps.train_clients(
-        model,
-        method,
-        received.payload,
-        data,
-        read_partition(shards.path),
-        clients,
-        received.round,
-        cfg,
-        personal,
+    personal = client_starts(rt, state, plan, clients) if state else {}
+    write_updates(
+        updates.path, steps.train_clients(rt, plan.payload, clients, plan.round, personal)
     )
-    write_updates(updates.path, trained)

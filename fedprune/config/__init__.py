@@ -1,0 +1,189 @@
+"""Typed experiment configuration: one YAML file describes one experiment.
+
+Every section forbids unknown keys, so a typo fails before any work instead of being silently
+ignored; pydantic's messages name the field and the allowed values. The sections of the
+extension points (data set, partition, model, pruning method and schedule, strategy) are the
+unions of what their registries hold (`fedprune.registry`): the allowed names are the
+registered ones, and each name brings its own settings.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import AfterValidator, Field, ValidationError, model_validator
+
+from fedprune.config.kubeflow import KubeflowConfig
+from fedprune.errors import UserError
+from fedprune.io.codec import CompressionConfig
+from fedprune.io.store import S3Config
+from fedprune.pruning.methods import METHODS
+from fedprune.registry import Params
+from fedprune.strategies import STRATEGIES
+from fedprune.tasks.datasets import DATASETS
+from fedprune.tasks.models import MODELS
+from fedprune.tasks.partitioners import PARTITIONERS
+from fedprune.training.local import ClientConfig
+
+Fraction = Annotated[float, Field(gt=0.0, le=1.0)]
+CALLBACK = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+class DataConfig(Params):
+    dataset: Annotated[str, AfterValidator(DATASETS.check)] = DATASETS.default
+    num_clients: Annotated[int, Field(ge=1)] = 10
+    partition: PARTITIONERS.section() = PARTITIONERS.defaults()  # type: ignore[valid-type]
+    """How the training set is split across clients (all seeded)."""
+    train_subset: Annotated[int, Field(ge=1)] | None = None
+    """Use only the first N training samples (tests, quick looks)."""
+    test_subset: Annotated[int, Field(ge=1)] | None = None
+
+
+class SamplingConfig(Params):
+    """Clients per round: a fraction of all clients, or an exact count (not both)."""
+
+    fraction: Fraction | None = None
+    count: Annotated[int, Field(ge=1)] | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> SamplingConfig:
+        if self.fraction is not None and self.count is not None:
+            raise ValueError("set either sampling.fraction or sampling.count, not both")
+        return self
+
+
+class EvalConfig(Params):
+    batch_size: Annotated[int, Field(ge=1)] = 200
+    every: Annotated[int, Field(ge=1)] = 1
+    """Test the global model every N rounds (and always after the last round)."""
+
+
+class EngineConfig(Params):
+    """The local engine (`fedprune run`); the Kubeflow engine parallelises by pods instead."""
+
+    workers: Annotated[int, Field(ge=1)] = 1
+    """Processes that train a round's clients in parallel (each with cores / workers threads)."""
+
+
+def _callback_path(path: str) -> str:
+    if not CALLBACK.match(path):
+        raise ValueError(f"'{path}' is not an import path of the form package.module:callable")
+    return path
+
+
+class ExperimentConfig(Params):
+    experiment: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")] = "default"
+    seed: int = 0
+    rounds: Annotated[int, Field(ge=1)] = 10
+    data: DataConfig = DataConfig()
+    model: MODELS.section() = MODELS.defaults()  # type: ignore[valid-type]
+    client: ClientConfig = ClientConfig()
+    sampling: SamplingConfig = SamplingConfig()
+    pruning: METHODS.section() = METHODS.defaults()  # type: ignore[valid-type]
+    """Which pruning method (`method`), how sparse when (`schedule`), and the method's own
+    settings beside them. See docs/methods.md."""
+    compression: CompressionConfig = CompressionConfig()
+    aggregation: STRATEGIES.section() = STRATEGIES.defaults()  # type: ignore[valid-type]
+    """The server strategy (`method`) and its settings."""
+    eval: EvalConfig = EvalConfig()
+    engine: EngineConfig = EngineConfig()
+    callbacks: list[Annotated[str, AfterValidator(_callback_path)]] = []
+    """`package.module:callable`s called after every round's evaluation with the round's
+    context; each returns extra metrics (docs/design.md, callbacks)."""
+    store: str = "fedprune-runs"
+    """Artifact store: a local folder, or `s3://BUCKET/PREFIX` (see `s3`). Each run keeps its
+    artifacts under `<store>/<experiment>/<run id>/`."""
+    s3: S3Config = S3Config()
+    tracking: str = "sqlite:///fedprune-runs/mlflow.db"
+    init_from: Literal["scratch", "latest"] = "scratch"
+    """`latest`: start from the newest global model any run of this experiment published to
+    the store (warm start for scheduled runs); `scratch`: fresh seeded weights."""
+    kubeflow: KubeflowConfig = KubeflowConfig()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ExperimentConfig:
+        if self.sampling.count is not None and self.sampling.count > self.data.num_clients:
+            raise ValueError(
+                f"sampling.count ({self.sampling.count}) exceeds data.num_clients "
+                f"({self.data.num_clients})"
+            )
+        method = METHODS.get(self.pruning.method)
+        needs = method.needs(self.pruning)
+        strategy = STRATEGIES.get(self.aggregation.method)
+        if needs.mask_aware and not strategy.mask_aware:
+            mask_aware = [n for n in STRATEGIES.names() if STRATEGIES.get(n).mask_aware]
+            raise ValueError(
+                f"pruning method '{self.pruning.method}' with these settings has clients "
+                f"upload under masks of their own: aggregation.method must be mask-aware "
+                f"({', '.join(mask_aware)}), not '{self.aggregation.method}' (plain averaging "
+                "would shrink every weight a client pruned)"
+            )
+        if self.client.vectorize and not needs.vectorizable:
+            raise ValueError(
+                f"client.vectorize: pruning method '{self.pruning.method}' with these settings "
+                "changes its clients' masks or model shapes (vectorised clients all train "
+                "the global mask in the full-shape model)"
+            )
+        method.check(self.pruning, self.data.num_clients)
+        if self.store.startswith("s3://") and self.s3.endpoint is None:
+            raise ValueError("s3.endpoint is required when store is s3://… (e.g. minio:9000)")
+        return self
+
+    def clients_per_round(self) -> int:
+        if self.sampling.count is not None:
+            return self.sampling.count
+        fraction = self.sampling.fraction if self.sampling.fraction is not None else 1.0
+        return max(1, round(fraction * self.data.num_clients))
+
+
+class ConfigError(UserError):
+    """A config file that cannot be used; the message lists every offending field."""
+
+
+def format_errors(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        field = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key (not a setting; check the spelling)"
+        lines.append(f"  {field}: {message}")
+    return "\n".join(lines)
+
+
+def parse_config(raw: object, source: str = "config") -> ExperimentConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of settings, got {type(raw).__name__}")
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(f"{source} is invalid:\n{format_errors(error)}") from None
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    return parse_config(raw, str(path))
+
+
+def flatten(config: ExperimentConfig) -> dict[str, str]:
+    """Dotted keys for MLflow params, e.g. `pruning.schedule.target`."""
+    out: dict[str, str] = {}
+
+    def walk(prefix: str, value: object) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                walk(f"{prefix}.{key}" if prefix else key, inner)
+        else:
+            out[prefix] = str(value)
+
+    walk("", config.model_dump())
+    return out

@@ -1,0 +1,174 @@
+"""The local engine: every round in one process, one model object reused by all clients.
+
+Each round goes through the round driver (`fedprune.engine.round`), as in the Kubeflow
+components. The global model is replaced only after the round was published, so a failing
+round leaves the last good model in place (in memory and in the store).
+
+Resuming needs no RNG state beyond the round number: sampling draws from (seed, round), each
+client's batches from (seed, round, client), and the model's initial weights from the seed, so a
+published round's global weights, mask, metrics history and clients' state are the whole state
+of a run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import yaml
+
+from fedprune import steps
+from fedprune.config import ExperimentConfig, flatten
+from fedprune.engine.callbacks import load_callbacks
+from fedprune.engine.pool import ClientPool
+from fedprune.engine.round import (
+    client_starts,
+    conclude_round,
+    final_costs,
+    finish,
+    initial_model,
+    plan_round,
+)
+from fedprune.io.publish import round_state
+from fedprune.io.state import ClientState
+from fedprune.io.store import RunStore, StoreError, open_backend
+from fedprune.records import ClientUpdate, GlobalModel, RoundMetrics, RoundPlan
+from fedprune.tasks.datasets import ImageDataset
+from fedprune.tracking.mlflow import start_run, tracker_for
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_id: str
+    location: str
+    """Where the run's artifacts are: a folder, or s3://bucket/prefix/experiment/run."""
+    history: list[RoundMetrics]
+    ui_hint: str
+    costs: dict[str, float]
+    """Inference cost of the final model per sample (`Method.costs`)."""
+
+
+class Progress:
+    """Callbacks the CLI uses to show progress; all optional."""
+
+    def start(self, rounds: int, clients_per_round: int) -> None: ...
+    def client_done(self, count: int = 1) -> None: ...
+    def round_done(self, metrics: RoundMetrics) -> None: ...
+
+
+def resume_state(
+    store: RunStore, cfg: ExperimentConfig
+) -> tuple[GlobalModel | None, list[RoundMetrics]]:
+    """The last published round's global model and metrics, after checking that the run exists,
+    is unfinished, and was started with the same config."""
+    try:
+        saved = yaml.safe_load(store.read("config.yaml"))
+    except StoreError as error:
+        raise StoreError(f"cannot resume run {store.run_id}: {error}") from None
+    ours = flatten(cfg)
+    theirs = flatten(ExperimentConfig.model_validate(saved))
+    changed = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
+    if changed:
+        raise StoreError(
+            f"cannot resume run {store.run_id}: the config differs from the run's in "
+            + ", ".join(changed)
+        )
+    if store.finished():
+        raise StoreError(
+            f"run {store.run_id} already finished (its final model is published); nothing "
+            "to resume, nothing was changed"
+        )
+    rounds = store.published_rounds()
+    return round_state(store, rounds[-1]) if rounds else (None, [])
+
+
+def train_round(
+    rt: steps.Runtime, pool: ClientPool | None, plan: RoundPlan, state: ClientState
+) -> Iterator[list[ClientUpdate]]:
+    """The round's client updates in client order, in batches as they finish: one client at
+    a time in this process, all at once when vectorised, or from the worker pool."""
+    payload, personal = plan.payload, client_starts(rt, state, plan, plan.clients)
+    if pool is not None:
+        yield from ([u] for u in pool.train(payload, plan.clients, plan.round, personal))
+        return
+    groups = [plan.clients] if rt.cfg.client.vectorize else [[c] for c in plan.clients]
+    for group in groups:
+        yield steps.train_clients(rt, payload, group, plan.round, personal)
+
+
+def run_experiment(
+    cfg: ExperimentConfig,
+    data: ImageDataset | None = None,
+    progress: Progress | None = None,
+    resume: str | None = None,
+) -> RunResult:
+    """Run (or, with `resume`, continue) an experiment; the result holds every round's metrics."""
+    progress = progress or Progress()
+    callbacks = load_callbacks(cfg.callbacks)
+    rt = steps.Runtime.build(cfg, data=data)  # before any run exists: a bad split fails clean
+    backend = open_backend(cfg.store, cfg.s3)  # credentials, bucket, endpoint: fail clean too
+    tracker = tracker_for(cfg)
+    if resume:
+        store = RunStore(backend, cfg.experiment, resume)
+        restored, history = resume_state(store, cfg)
+        tracker.reopen(resume)
+    else:
+        store = RunStore(backend, cfg.experiment, start_run(tracker, cfg, engine="local"))
+        restored, history = None, []
+
+    pool = ClientPool(rt) if cfg.engine.workers > 1 else None
+    try:
+        if not resume:
+            config_yaml = yaml.safe_dump(cfg.model_dump(), sort_keys=False).encode()
+            store.write("config.yaml", config_yaml)
+            assert rt.shards is not None
+            store.write(
+                "partition.json", json.dumps({"clients": [len(s) for s in rt.shards]}).encode()
+            )
+            tracker.log_bytes("config.yaml", config_yaml)
+        if restored is None:
+            global_model, source = initial_model(rt, backend)
+            tracker.set_tag("init_from", source)
+        else:
+            global_model = restored
+        logged = tracker.logged_steps("sparsity")  # a kill can fall between store and MLflow
+        for metrics in history:
+            if metrics.round not in logged:
+                tracker.log_metrics(metrics.flat(), step=metrics.round)
+        progress.start(cfg.rounds - len(history), cfg.clients_per_round())
+        for metrics in history:
+            progress.round_done(metrics)
+        state = ClientState.after(store, len(history))
+        for round_ in range(len(history) + 1, cfg.rounds + 1):
+            plan = plan_round(rt, global_model, state, round_)
+            updates = []
+            for batch in train_round(rt, pool, plan, state):
+                updates += batch
+                progress.client_done(len(batch))
+            combined = steps.aggregate(updates, cfg)
+            candidate = steps.server_prune(combined, updates, rt.method, round_, plan.payload)
+            metrics = conclude_round(
+                rt,
+                plan,
+                updates,
+                candidate,
+                state=state,
+                history=history,
+                store=store,
+                callbacks=callbacks,
+            )
+            global_model = candidate
+            history.append(metrics)
+            tracker.log_metrics(metrics.flat(), step=round_)
+            progress.round_done(metrics)
+        costs = final_costs(rt, global_model, state)
+        finish(store, tracker, global_model, history, costs, cfg.experiment)
+    except BaseException as error:
+        tracker.abandon("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
+        raise
+    finally:
+        if pool is not None:
+            pool.close()
+    tracker.finish()
+    return RunResult(store.run_id, store.location, history, tracker.ui_hint(), costs)

@@ -1,0 +1,134 @@
+"""The one round driver both engines call. The local engine runs it in one process; the
+Kubeflow components run its parts in their pods (broadcast: `plan_round`; train:
+`client_starts`; evaluate: `conclude_round`), reading the clients' state back from the store.
+
+A round: sample → downloads (from the clients' state) → train → aggregate → server prune →
+metrics → callbacks → the clients' new state → publish. Sampling, downloads, the clients'
+state and the history are computed here and nowhere else, so both engines give the same
+numbers, and a new piece of client state is one line in `conclude_round`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from fedprune import steps
+from fedprune.engine.callbacks import Callback, RoundContext, run_callbacks
+from fedprune.io.codec import decode
+from fedprune.io.publish import latest_global, metrics_bytes, round_objects
+from fedprune.io.state import ClientState
+from fedprune.io.store import Backend, RunStore, model_bytes
+from fedprune.pruning.masks import Mask
+from fedprune.records import ClientUpdate, GlobalModel, RoundMetrics, RoundPlan
+from fedprune.steps import Runtime
+from fedprune.tracking.mlflow import Tracker
+from fedprune.tracking.plots import plot_run
+
+HELD = "mask_id"
+"""Client state: the id of the mask a client last received (values-only downloads)."""
+PERSONAL = "personal"
+"""Client state: a client's latest upload, its personal model and mask (LotteryFL)."""
+
+
+def personal_masks(state: ClientState, clients: list[int]) -> dict[int, Mask]:
+    """The personal masks of `clients` (a client that never trained has none yet)."""
+    return {c: decode(state.blob(PERSONAL, c))[1] for c in clients if state.has_blob(PERSONAL, c)}
+
+
+def plan_round(
+    rt: Runtime, global_model: GlobalModel, state: ClientState, round_: int
+) -> RoundPlan:
+    started = time.time()
+    clients = steps.sample_clients(rt.cfg, round_)
+    payload = steps.broadcast(global_model, rt.cfg)
+    sent = steps.downloads(
+        global_model,
+        payload,
+        clients,
+        held=state.of(HELD),
+        personal=personal_masks(state, clients) if rt.method.personal else {},
+        cfg=rt.cfg,
+    )
+    return RoundPlan(round_, clients, sent, started)
+
+
+def client_starts(
+    rt: Runtime, state: ClientState, plan: RoundPlan, clients: list[int]
+) -> dict[int, steps.Personal]:
+    """What `clients` (some of the plan's) keep of their own when they start (LotteryFL)."""
+    if not rt.method.personal:
+        return {}
+    return steps.personal_starts(personal_masks(state, clients), plan.sent)
+
+
+def conclude_round(
+    rt: Runtime,
+    plan: RoundPlan,
+    updates: list[ClientUpdate],
+    candidate: GlobalModel,
+    *,
+    state: ClientState,
+    history: list[RoundMetrics],
+    store: RunStore,
+    callbacks: list[tuple[str, Callback]],
+) -> RoundMetrics:
+    """Measure the round, run the callbacks, advance the clients' state and publish the
+    round (model, updates, metrics history, state); returns the round's metrics. `state`
+    and `history` are those after the previous round; `state` is advanced in place."""
+    seconds = time.time() - plan.started  # training and aggregation; not the test pass
+    metrics = steps.round_metrics(
+        rt, plan.round, candidate, updates=updates, sent=plan.sent, seconds=seconds
+    )
+    if callbacks:
+        ctx = RoundContext(plan.round, candidate, updates, metrics, rt.cfg)
+        metrics = dataclasses.replace(metrics, extra=run_callbacks(callbacks, ctx))
+    state.set(HELD, plan.clients, plan.sent.mask_id)
+    if rt.method.personal:
+        for update in updates:
+            state.put_blob(PERSONAL, update.client, update.payload)
+    objects = round_objects(candidate, updates, [*history, metrics])
+    store.publish_round(plan.round, objects | state.objects(plan.round))
+    return metrics
+
+
+def initial_model(rt: Runtime, backend: Backend) -> tuple[GlobalModel, str]:
+    """The round-0 global model and where it came from: the seed's fresh weights, or with
+    `init_from: latest` the experiment's newest published model (fresh if there is none), so
+    a scheduled run continues training instead of restarting."""
+    if rt.cfg.init_from == "latest" and (found := latest_global(backend, rt.cfg.experiment)):
+        return found
+    return steps.init_global(rt), "scratch"
+
+
+def final_costs(rt: Runtime, global_model: GlobalModel, state: ClientState) -> dict[str, float]:
+    """Inference costs of the final model (and of the clients' personal models)."""
+    personal = personal_masks(state, state.clients_with(PERSONAL)) if rt.method.personal else {}
+    return rt.method.costs(global_model.weights, global_model.mask, personal.values())
+
+
+def finish(
+    store: RunStore,
+    tracker: Tracker,
+    global_model: GlobalModel,
+    history: list[RoundMetrics],
+    costs: dict[str, float],
+    experiment: str,
+) -> None:
+    """Publish the final model, metrics, inference costs (`Method.costs`) and plots (manifest
+    last) and log them to MLflow."""
+    final = {
+        "model.safetensors": model_bytes(global_model.weights, global_model.mask),
+        "metrics.json": metrics_bytes(history),
+        "costs.json": json.dumps(costs, indent=2).encode(),
+    }
+    with tempfile.TemporaryDirectory() as scratch:
+        for plot in plot_run(history, Path(scratch), f"{experiment} ({store.run_id[:8]})"):
+            final[plot.name] = plot.read_bytes()
+    store.publish("", final, rounds=len(history))
+    for name, data in final.items():
+        tracker.log_bytes(name, data, "plots" if name.endswith(".png") else None)
+    tracker.log_metrics(costs, step=len(history))

@@ -1,0 +1,100 @@
+"""Files that carry one step's output to the next step's pod (Kubeflow artifacts).
+
+Formats are plain and safe to load: JSON for indices and metadata, safetensors and the
+payload bytes of `fedprune.compression` for models. Nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from fedprune.io.store import model_bytes, model_from_bytes
+from fedprune.records import ClientUpdate, Downloads, GlobalModel, RoundPlan
+from fedprune.tasks.partitioners import Partition
+
+
+def write_partition(path: str | Path, shards: Partition) -> None:
+    Path(path).write_text(json.dumps([s.tolist() for s in shards]))
+
+
+def read_partition(path: str | Path) -> Partition:
+    return [np.asarray(s, dtype=np.int64) for s in json.loads(Path(path).read_text())]
+
+
+def write_model(path: str | Path, model: GlobalModel) -> None:
+    Path(path).write_bytes(model_bytes(model.weights, model.mask))
+
+
+def read_model(path: str | Path) -> GlobalModel:
+    weights, mask = model_from_bytes(Path(path).read_bytes())
+    return GlobalModel(weights=weights, mask=mask)
+
+
+def write_broadcast(folder: str | Path, broadcast: RoundPlan) -> None:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    sent = broadcast.sent
+    (folder / "payload.safetensors").write_bytes(sent.full)
+    if sent.values is not None:
+        (folder / "values.safetensors").write_bytes(sent.values)
+    for client, download in sent.personal.items():
+        (folder / f"personal-{client:06d}.safetensors").write_bytes(download)
+    meta = {
+        "round": broadcast.round,
+        "clients": broadcast.clients,
+        "started": broadcast.started,
+        "full_clients": sent.full_clients,
+        "values_clients": sent.values_clients,
+        "mask_id": sent.mask_id,
+        "personal": sorted(sent.personal),
+    }
+    (folder / "round.json").write_text(json.dumps(meta))
+
+
+def read_broadcast(folder: str | Path) -> RoundPlan:
+    folder = Path(folder)
+    meta = json.loads((folder / "round.json").read_text())
+    values = folder / "values.safetensors"
+    sent = Downloads(
+        full=(folder / "payload.safetensors").read_bytes(),
+        values=values.read_bytes() if values.exists() else None,
+        full_clients=meta["full_clients"],
+        values_clients=meta["values_clients"],
+        mask_id=meta["mask_id"],
+        personal={
+            c: (folder / f"personal-{c:06d}.safetensors").read_bytes() for c in meta["personal"]
+        },
+    )
+    return RoundPlan(meta["round"], meta["clients"], sent, meta["started"])
+
+
+def write_updates(folder: str | Path, updates: list[ClientUpdate]) -> None:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for update in updates:
+        (folder / f"client-{update.client:06d}.safetensors").write_bytes(update.payload)
+        if update.importance:
+            (folder / f"client-{update.client:06d}.importance").write_bytes(update.importance)
+    meta = [
+        {"client": u.client, "num_samples": u.num_samples, "train_loss": u.train_loss}
+        | ({} if math.isnan(u.personal_accuracy) else {"personal_accuracy": u.personal_accuracy})
+        for u in updates
+    ]
+    (folder / "updates.json").write_text(json.dumps(meta))
+
+
+def read_updates(folders: list[str | Path]) -> list[ClientUpdate]:
+    """All client updates of a round, from every group's folder, in client order."""
+    updates = []
+    for folder in map(Path, folders):
+        for meta in json.loads((folder / "updates.json").read_text()):
+            stem = folder / f"client-{meta['client']:06d}"
+            payload = stem.with_suffix(".safetensors").read_bytes()
+            extra = stem.with_suffix(".importance")
+            importance = extra.read_bytes() if extra.exists() else b""
+            updates.append(ClientUpdate(payload=payload, importance=importance, **meta))
+    return sorted(updates, key=lambda u: u.client)

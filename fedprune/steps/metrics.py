@@ -1,0 +1,79 @@
+"""A round's metrics: the new global model tested (on test rounds), and what the round cost
+in bytes and seconds."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from fedprune.io.codec import decode, floor_bits
+from fedprune.pruning.masks import measure_sparsity
+from fedprune.records import ClientUpdate, Downloads, GlobalModel, RoundMetrics
+from fedprune.steps.runtime import Runtime
+from fedprune.training.local import Evaluation
+from fedprune.training.local import evaluate as evaluate_model
+
+
+def evaluate(rt: Runtime, global_model: GlobalModel) -> Evaluation:
+    """Test accuracy and loss of the global model, as it runs (physically pruned, for
+    structured pruning)."""
+    assert rt.data is not None, "evaluation needs the data"
+    served = rt.method.served(global_model.weights, global_model.mask)
+    return evaluate_model(served, rt.data.x_test, rt.data.y_test, rt.cfg.eval.batch_size)
+
+
+def is_test_round(round_: int, rounds: int, every: int) -> bool:
+    return round_ % every == 0 or round_ == rounds
+
+
+def round_metrics(
+    rt: Runtime,
+    round_: int,
+    global_model: GlobalModel,
+    *,
+    updates: list[ClientUpdate],
+    sent: Downloads,
+    seconds: float,
+) -> RoundMetrics:
+    """Evaluate the new global model (on test rounds) and add what the round cost in bytes
+    and seconds."""
+    untested = Evaluation(accuracy=math.nan, loss=math.nan)
+    tested = is_test_round(round_, rt.cfg.rounds, rt.cfg.eval.every)
+    result = evaluate(rt, global_model) if tested else untested
+    report = measure_sparsity(global_model.weights, global_model.mask)
+    samples = sum(u.num_samples for u in updates)
+    bytes_up = sum(u.bytes_up for u in updates)
+    importance_up = sum(len(u.importance) for u in updates)
+    floor_up = sum(floor_bits(u.payload) for u in updates) / 8
+    bytes_down = sent.bytes
+    floor_down = sent.floor_bytes
+    personal = {}
+    if rt.method.personal:
+        kept = [measure_sparsity(*decode(u.payload)).sparsity for u in updates]
+        personal = {
+            "personal_accuracy": sum(u.personal_accuracy * u.num_samples for u in updates)
+            / samples,
+            "personal_sparsity": float(np.mean(kept)),
+        }
+    return RoundMetrics(
+        round=round_,
+        test_accuracy=result.accuracy,
+        test_loss=result.loss,
+        train_loss=sum(u.train_loss * u.num_samples for u in updates) / samples,
+        sparsity=report.sparsity,
+        target_sparsity=rt.method.target(round_),
+        nonzero_params=report.nonzero,
+        total_params=report.total,
+        bytes_up=bytes_up,
+        bytes_down=bytes_down,
+        seconds=seconds,
+        layer_sparsity=report.per_layer,
+        floor_bytes_up=floor_up,
+        floor_bytes_down=floor_down,
+        floor_ratio_up=(bytes_up - importance_up) / floor_up if floor_up else math.nan,
+        floor_ratio_down=bytes_down / floor_down if floor_down else math.nan,
+        values_only_downloads=sent.values_only,
+        importance_bytes_up=importance_up,
+        **personal,
+    )

@@ -1,0 +1,49 @@
+"""LotteryFL's client-side helpers: each client's held-out validation rows and the accuracy
+of its own model on its own label mix."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fedprune.pruning.masks import Weights
+from fedprune.records import seed_for
+from fedprune.tasks.datasets import ImageDataset
+from fedprune.training.local import evaluate
+
+
+def validation_split(
+    rows: torch.Tensor, client: int, share: float, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A client's training rows and its held-out validation rows (`share` of them, at least
+    one), the same every round."""
+    order = torch.randperm(
+        len(rows), generator=torch.Generator().manual_seed(seed_for(seed, client))
+    )
+    held = max(1, round(share * len(rows)))
+    return rows[order[held:]], rows[order[:held]]
+
+
+def accuracy_on(
+    model: nn.Module, weights: Weights, data: ImageDataset, rows: torch.Tensor, batch_size: int
+) -> float:
+    """Accuracy of `weights` on training rows `rows` (a client's validation rows)."""
+    model.load_state_dict(weights)
+    return evaluate(model, data.x_train[rows], data.y_train[rows], batch_size).accuracy
+
+
+def personal_accuracy(
+    model: nn.Module, rows: torch.Tensor, data: ImageDataset, batch_size: int
+) -> float:
+    """Test accuracy of a client's model on the client's own label mix (LotteryFL tests each
+    client on local test data drawn like its training data)."""
+    per_class = evaluate(model, data.x_test, data.y_test, batch_size).per_class
+    return mix_accuracy(per_class, data.y_train[rows])
+
+
+def mix_accuracy(per_class: torch.Tensor, labels: torch.Tensor) -> float:
+    """Accuracy on a label mix: the per-class test accuracies weighted by each class's share
+    of `labels` (a class the test set lacks cannot be scored and is left out)."""
+    mix = torch.bincount(labels, minlength=len(per_class)).double()[: len(per_class)]
+    tested = ~per_class.isnan()
+    return float((per_class[tested] * mix[tested]).sum() / mix[tested].sum())

@@ -1,0 +1,66 @@
+"""A round's server side: the strategy combines the decoded uploads, then the pruning
+method chooses the next global mask."""
+
+from __future__ import annotations
+
+from safetensors.torch import load as load_tensors
+
+from fedprune.config import ExperimentConfig
+from fedprune.io.codec import decode
+from fedprune.pruning.masks import Weights
+from fedprune.pruning.methods import Method, RoundInputs
+from fedprune.records import ClientUpdate, GlobalModel
+from fedprune.strategies import STRATEGIES, DecodedUpdate
+
+
+def aggregate(
+    updates: list[ClientUpdate], cfg: ExperimentConfig, device: str = "cpu"
+) -> GlobalModel:
+    """Combine the client models, in client order (so every engine sums in the same order),
+    on `device` (a GPU when the aggregation pod has one); the result comes back on the CPU."""
+    decoded = []
+    for update in sorted(updates, key=lambda u: u.client):
+        weights, mask = decode(update.payload)
+        decoded.append(
+            DecodedUpdate(
+                {name: t.to(device) for name, t in weights.items()},
+                {name: m.to(device) for name, m in mask.items()},
+                update.num_samples,
+            )
+        )
+    strategy = STRATEGIES.get(cfg.aggregation.method)(cfg.aggregation)
+    weights, mask = strategy.aggregate(decoded)
+    return GlobalModel(
+        weights={name: t.cpu() for name, t in weights.items()},
+        mask={name: m.cpu() for name, m in mask.items()},
+    )
+
+
+def mean_importance(updates: list[ClientUpdate]) -> Weights | None:
+    """The sample-weighted mean of the clients' importance, or None if none was sent."""
+    sent = [u for u in sorted(updates, key=lambda u: u.client) if u.importance]
+    if not sent:
+        return None
+    total = sum(u.num_samples for u in sent)
+    mean: Weights = {}
+    for update in sent:
+        for name, value in load_tensors(update.importance).items():
+            share = value.float() * (update.num_samples / total)
+            mean[name] = mean[name] + share if name in mean else share
+    return mean
+
+
+def server_prune(
+    global_model: GlobalModel,
+    updates: list[ClientUpdate],
+    method: Method,
+    round_: int,
+    payload: bytes,
+) -> GlobalModel:
+    """The method's next global mask (and weights) from the aggregate and the round's
+    broadcast `payload`: magnitude pruning to the schedule's target, a structured mask,
+    FedDST's consensus, PruneFL's importance ranking, the lottery ticket's rewind, or the
+    union of LotteryFL's personal masks."""
+    inputs = RoundInputs(payload, mean_importance(updates))
+    weights, mask = method.server(global_model.weights, global_model.mask, round_, inputs)
+    return GlobalModel(weights=weights, mask=mask)

@@ -1,0 +1,26 @@
+"""Data sets, one file each, registered by name (`data.dataset`)."""
+
+from fedprune.tasks.datasets import fashion_mnist, mnist  # noqa: F401 (each registers itself)
+from fedprune.tasks.datasets.base import (
+    DATASETS,
+    DataError,
+    DataShape,
+    ImageDataset,
+    data_dir,
+    data_shape,
+    fetch,
+    load_dataset,
+)
+from fedprune.tasks.datasets.idx import read_idx
+
+__all__ = [
+    "DATASETS",
+    "DataError",
+    "DataShape",
+    "ImageDataset",
+    "data_dir",
+    "data_shape",
+    "fetch",
+    "load_dataset",
+    "read_idx",
+]

@@ -1,0 +1,28 @@
+"""The partitioner registry: a partitioner splits a labelled training set over the clients,
+disjoint, covering and seeded (the same split on every engine and in every pod)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+import numpy as np
+from pydantic import Field
+
+from fedprune.errors import UserError
+from fedprune.registry import Params, Registry
+
+Partition = list[np.ndarray]
+"""One sorted array of sample indices per client."""
+
+Partitioner = Callable[[np.ndarray, int, Params, np.random.Generator], Partition]
+"""partitioner(labels, num_clients, params, rng) -> one index array per client."""
+
+MinSamples = Annotated[int, Field(ge=1)]
+
+
+class PartitionError(UserError):
+    """A partition the data cannot satisfy."""
+
+
+PARTITIONERS: Registry[Partitioner] = Registry("partition", tag="kind", default="iid")

@@ -1,0 +1,15 @@
+"""IID: a seeded shuffle cut into equal parts."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fedprune.registry import Params
+from fedprune.tasks.partitioners.base import PARTITIONERS, Partition
+
+
+@PARTITIONERS.register("iid")
+def iid(
+    labels: np.ndarray, num_clients: int, params: Params, rng: np.random.Generator
+) -> Partition:
+    return list(np.array_split(rng.permutation(len(labels)), num_clients))

@@ -1,0 +1,75 @@
+"""Compare finished runs from MLflow: what each method cost in bytes and what it reached.
+
+Everything comes from the tracking server (params, tags, per-round metric histories), so runs
+from the local and the Kubeflow engine, or from different machines, compare alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import accumulate
+
+from fedprune.tracking.mlflow import TrackingError, tracking_errors
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    run_id: str
+    method: str
+    target_sparsity: float
+    final: float
+    best: float
+    mb_uploaded: float
+    rounds_to_target: int | None
+    """First round whose metric reached the target; None if none did."""
+    wall_s: float
+    cumulative_mb: list[float]
+    """Cumulative MB uploaded after each round, beside `curve` (the metric per round)."""
+    curve: list[float]
+
+
+def summarise(
+    tracking: str, experiment: str | None, metric: str, target: float
+) -> list[RunSummary]:
+    """Finished runs of one experiment (or of all), best final `metric` first."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking)
+    with tracking_errors(tracking):
+        if experiment is None:
+            ids = [e.experiment_id for e in client.search_experiments()]
+        else:
+            found = client.get_experiment_by_name(experiment)
+            if found is None:
+                raise TrackingError(f"no experiment '{experiment}' at {tracking}")
+            ids = [found.experiment_id]
+        runs = client.search_runs(ids, "attributes.status = 'FINISHED'", max_results=1000)
+        summaries = []
+        for run in runs:
+            by_step = {p.step: p.value for p in client.get_metric_history(run.info.run_id, metric)}
+            uploads = {
+                p.step: p.value for p in client.get_metric_history(run.info.run_id, "bytes_up")
+            }
+            if not by_step:
+                continue
+            steps = sorted(by_step)
+            curve = [by_step[s] for s in steps]
+            reached = [s for s in steps if by_step[s] >= target]
+            summaries.append(
+                RunSummary(
+                    run_id=run.info.run_id,
+                    method=run.data.tags.get("method", "?"),
+                    target_sparsity=float(run.data.params.get("pruning.schedule.target", "nan")),
+                    final=curve[-1],
+                    best=max(curve),
+                    mb_uploaded=sum(uploads.values()) / 1e6,
+                    rounds_to_target=reached[0] if reached else None,
+                    wall_s=(run.info.end_time - run.info.start_time) / 1000,
+                    cumulative_mb=[b / 1e6 for b in accumulate(uploads.get(s, 0.0) for s in steps)],
+                    curve=curve,
+                )
+            )
+    if not summaries:
+        where = f"experiment '{experiment}'" if experiment else "any experiment"
+        raise TrackingError(f"no finished runs with metric '{metric}' in {where} at {tracking}")
+    return sorted(summaries, key=lambda s: (-s.final, s.mb_uploaded))

@@ -1,0 +1,176 @@
+"""MLflow tracking: params are the flattened config, metrics one point per round (step=round).
+
+MLflow is imported on first use: it is slow to import and `fedprune --help` should not wait."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from fedprune.config import ExperimentConfig, flatten
+from fedprune.errors import UserError
+from fedprune.pruning.methods import METHODS
+
+BATCH = 100
+# MLflow's own HTTP retries (exponential backoff) default to 7 tries with factor 2: minutes before
+# a stopped server is reported. These defaults give up after about 7 s; the environment overrides.
+RETRY_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+
+
+class TrackingError(UserError):
+    """The MLflow tracking server or database cannot be used as configured."""
+
+
+@contextlib.contextmanager
+def tracking_errors(uri: str) -> Iterator[None]:
+    """MLflow's exceptions → one line that says where and what to check."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except MlflowException as error:
+        reason = str(error.message).strip().splitlines()[0][:300]
+        raise TrackingError(
+            f"MLflow tracking at {uri} failed: {reason} — check `tracking` and that the "
+            "server is running and reachable"
+        ) from None
+
+
+class Tracker:
+    def __init__(self, uri: str, experiment: str, artifact_root: Path):
+        from mlflow.tracking import MlflowClient
+
+        if uri.startswith("sqlite:///"):
+            Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        self.uri = uri
+        remote = uri.startswith(("http://", "https://"))
+        if remote:
+            for name, value in RETRY_DEFAULTS.items():
+                os.environ.setdefault(name, value)
+        self.client = MlflowClient(tracking_uri=uri)
+        with tracking_errors(uri):
+            self.experiment_id = self._experiment(experiment, remote, artifact_root)
+        self.run_id = ""
+
+    def _experiment(self, name: str, remote: bool, artifact_root: Path) -> str:
+        """The experiment's id, created on first use; two runs starting at once may both try
+        to create it, and the loser takes the winner's."""
+        from mlflow.exceptions import MlflowException
+
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        # Local runs keep their artifacts beside the store instead of in ./mlruns.
+        location = None if remote else artifact_root.resolve().as_uri()
+        try:
+            return self.client.create_experiment(name, artifact_location=location)
+        except MlflowException:
+            found = self.client.get_experiment_by_name(name)
+            if found is None:
+                raise
+            return found.experiment_id
+
+    def start(self, run_name: str, params: dict[str, str], tags: dict[str, str]) -> str:
+        from mlflow.entities import Param
+
+        with tracking_errors(self.uri):
+            run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
+            self.run_id = run.info.run_id
+            items = [Param(k, v) for k, v in params.items()]
+            for start in range(0, len(items), BATCH):
+                self.client.log_batch(self.run_id, params=items[start : start + BATCH])
+        return self.run_id
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        with tracking_errors(self.uri):
+            for start in range(0, len(items), BATCH):
+                self.client.log_batch(self.run_id, metrics=items[start : start + BATCH])
+
+    def log_artifact(self, path: Path, folder: str | None = None) -> None:
+        with tracking_errors(self.uri):
+            self.client.log_artifact(self.run_id, str(path), artifact_path=folder)
+
+    def finish(self, status: str = "FINISHED") -> None:
+        with tracking_errors(self.uri):
+            self.client.set_terminated(self.run_id, status=status)
+
+    def abandon(self, status: str) -> None:
+        """Mark the run FAILED or KILLED if the server still answers; the error that got us here
+        is the one to report, not a second one from a tracking server that is down too."""
+        try:
+            self.finish(status)
+        except Exception as error:
+            logging.getLogger(__name__).warning(
+                "could not mark run %s %s: %s", self.run_id, status, error
+            )
+
+    def reopen(self, run_id: str) -> None:
+        """Continue a run of this experiment (resume): it becomes RUNNING again."""
+        from mlflow.exceptions import MlflowException
+
+        with tracking_errors(self.uri):
+            try:
+                run = self.client.get_run(run_id)
+            except MlflowException as error:
+                if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+                    raise
+                run = None
+            if run is None or run.info.experiment_id != self.experiment_id:
+                raise TrackingError(f"run {run_id} not found in experiment at {self.uri}")
+            self.client.update_run(run_id, status="RUNNING")
+        self.run_id = run_id
+
+    def logged_steps(self, metric: str) -> set[int]:
+        with tracking_errors(self.uri):
+            return {m.step for m in self.client.get_metric_history(self.run_id, metric)}
+
+    def log_bytes(self, name: str, data: bytes, folder: str | None = None) -> None:
+        """Log an in-memory object as an artifact (MLflow uploads files)."""
+        with tempfile.TemporaryDirectory() as scratch:
+            path = Path(scratch) / name
+            path.write_bytes(data)
+            self.log_artifact(path, folder)
+
+    def set_tag(self, key: str, value: str) -> None:
+        with tracking_errors(self.uri):
+            self.client.set_tag(self.run_id, key, value)
+
+    def attach(self, run_id: str) -> Tracker:
+        """Log into a run another process opened (each Kubeflow step is its own pod)."""
+        self.run_id = run_id
+        return self
+
+    def ui_hint(self) -> str:
+        if self.uri.startswith(("http://", "https://")):
+            return f"open {self.uri}"
+        return f"mlflow ui --backend-store-uri {self.uri}  (then open http://127.0.0.1:5000)"
+
+
+def tracker_for(cfg: ExperimentConfig) -> Tracker:
+    """MLflow artifacts of an embedded (SQLite) tracking store live beside its database."""
+    if cfg.tracking.startswith("sqlite:///"):
+        root = Path(cfg.tracking.removeprefix("sqlite:///")).parent / "mlartifacts"
+    else:
+        root = Path(cfg.store) / "mlartifacts"
+    return Tracker(cfg.tracking, cfg.experiment, root)
+
+
+def start_run(tracker: Tracker, cfg: ExperimentConfig, engine: str) -> str:
+    """Start the experiment's MLflow run: params = flattened config, tags for filtering."""
+    tags = {
+        "dataset": cfg.data.dataset,
+        "partition": cfg.data.partition.kind,
+        "model": cfg.model.name,
+        "method": METHODS.get(cfg.pruning.method).tag(cfg.pruning),
+        "engine": engine,
+    }
+    return tracker.start(f"{cfg.experiment}-s{cfg.seed}", flatten(cfg), tags)

@@ -1,0 +1,1 @@
+"""Local client training (masked SGD, FedProx), vectorised clients, evaluation."""
