@@ -1,5 +1,5 @@
 """Aggregation throughput: K = 10 and 100 client updates of an 11M-parameter model through the
-project's own rules (fedprune.aggregation: fedavg, mask_aware), dense and 90% sparse, against
+project's own strategies (fedprune.strategies: fedavg, mask_aware), dense and 90% sparse, against
 the device-to-device copy bandwidth measured in the same run.
 
     .venv/bin/python bench/aggregate.py --device cpu
@@ -10,7 +10,7 @@ the masks in mask_aware) / median seconds of one `aggregate` call. Copy bandwidt
 + bytes written per second of `dst.copy_(src)` on a large buffer, the usual measure of memory
 bandwidth (a kernel that only reads can exceed it, up to the memory's peak).
 
-"packed": the updates are rows of one (K, P) buffer (fedprune.aggregation.stack_updates' form),
+"packed": the updates are rows of one (K, P) buffer (fedprune.strategies.stack_updates' form),
 so each rule is one GEMV (mask_aware: two per block of columns) over the whole model. "loose":
 separate tensors per client and layer, which the rules first copy into a (K, P) matrix.
 GPU times use CUDA events after a synchronize; CPU times perf_counter.
@@ -27,7 +27,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bench/speed.py
 
 import torch  # noqa: E402
 
-from fedprune.aggregation import AGGREGATORS, DecodedUpdate  # noqa: E402
+from fedprune.strategies import STRATEGIES, DecodedUpdate  # noqa: E402
 
 # An 11M-parameter model as a few large tensors (about ResNet-18's size), plus a bias.
 SHAPES = {
@@ -127,7 +127,7 @@ def main() -> None:
                 layouts.append(("loose", loose(updates)))
             for layout, batch in layouts:
                 for rule in ("fedavg", "mask_aware"):
-                    aggregator = AGGREGATORS[rule]()
+                    aggregator = STRATEGIES.get(rule)(STRATEGIES[rule].params())
                     read = k * width * (4 + (1 if rule == "mask_aware" else 0))
                     seconds = timed(lambda a=aggregator, b=batch: a.aggregate(b), device, repeats)
                     rate = read / seconds

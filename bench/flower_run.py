@@ -2,7 +2,7 @@
 
 Bench-only: nothing in fedprune/ or tests imports this module or Flower.
 
-Same model (steps.new_model), data, partition, client sampling (steps.sample_clients: the
+Same model (steps.Runtime's), data, partition, client sampling (steps.sample_clients: the
 strategy sends round r's training messages to exactly those clients), per-client batch order
 (steps.seed_for(seed, round, client)) and plain SGD loop as the bare floor, and the same test of
 the global model on the 10k test set after every round (Flower's centralised `evaluate_fn`,
@@ -33,8 +33,8 @@ from common import train_plain  # noqa: E402
 
 from fedprune import steps  # noqa: E402
 from fedprune.config import ExperimentConfig  # noqa: E402
-from fedprune.data import load_dataset  # noqa: E402
-from fedprune.training import evaluate  # noqa: E402
+from fedprune.tasks.datasets import load_dataset  # noqa: E402
+from fedprune.training.local import evaluate  # noqa: E402
 
 
 @cache
@@ -43,7 +43,8 @@ def _client_side(cfg_json: str, threads: int):
     torch.set_num_threads(threads)
     cfg = ExperimentConfig.model_validate_json(cfg_json)
     data = load_dataset(cfg.data.dataset)
-    return cfg, data, steps.partition_data(data, cfg), steps.new_model(cfg, data)
+    rt = steps.Runtime.build(cfg, data=data)
+    return cfg, data, rt.shards, rt.model
 
 
 client_app = ClientApp()
@@ -101,9 +102,9 @@ class SampledFedAvg(FedAvg):
 
 def flower_run(cfg: ExperimentConfig, threads: int) -> float:
     """Run W in Flower's simulation; returns the global model's test accuracy after the last
-    round (evaluated in the server process with fedprune.training.evaluate, as the others)."""
+    round (evaluated in the server process with fedprune.training.local.evaluate, as the others)."""
     data = load_dataset(cfg.data.dataset)
-    model = steps.new_model(cfg, data)
+    model = steps.Runtime.build(cfg, data=data).model
     accuracies: list[float] = []
 
     def evaluate_global(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:

@@ -42,13 +42,15 @@ import yaml  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fedprune import engine, steps  # noqa: E402
-from fedprune.compression import decode  # noqa: E402
+from fedprune import steps  # noqa: E402
 from fedprune.config import ExperimentConfig, parse_config  # noqa: E402
-from fedprune.data import ImageDataset, load_dataset  # noqa: E402
-from fedprune.publish import PERSONAL_INDEX, personal_name  # noqa: E402
+from fedprune.engine import local as engine  # noqa: E402
+from fedprune.engine.round import PERSONAL  # noqa: E402
+from fedprune.io.codec import decode  # noqa: E402
+from fedprune.io.state import ClientState  # noqa: E402
+from fedprune.io.store import LocalBackend, RunStore, model_from_bytes  # noqa: E402
 from fedprune.steps import GlobalModel, RoundMetrics  # noqa: E402
-from fedprune.store import LocalBackend, RunStore, model_from_bytes  # noqa: E402
+from fedprune.tasks.datasets import ImageDataset, load_dataset  # noqa: E402
 
 WORKLOAD = """Workload per run, sized so the 100 runs fit in about an hour on 2 cores: the FedAvg
 paper's MLP (199,210 parameters), 20 clients, 5 sampled per round, {rounds} rounds of 1 local
@@ -74,8 +76,8 @@ def pruning(method: str, sparsity: float, rounds: int) -> dict:
         "magnitude (server)": {"method": "magnitude", "schedule": ramp},
         "magnitude (client)": {"method": "magnitude", "schedule": ramp, "placement": "client"},
         "structured": {"method": "structured", "schedule": ramp},
-        "feddst": {"method": "feddst", "schedule": fixed, "feddst": {"every": 4}},
-        "prunefl": {"method": "prunefl", "schedule": fixed, "prunefl": {"every": 5}},
+        "feddst": {"method": "feddst", "schedule": fixed, "every": 4},
+        "prunefl": {"method": "prunefl", "schedule": fixed, "every": 5},
         "lottery": {
             "method": "lottery",
             "schedule": {"kind": "iterative", "target": sparsity, "every": every, "rate": rate},
@@ -90,7 +92,7 @@ def pruning(method: str, sparsity: float, rounds: int) -> dict:
                 "every": 1,
                 "rate": 1.0 - (1.0 - sparsity) ** (1.0 / 3),
             },
-            "lottery": {"personal": True},
+            "personal": True,
         },
     }[method]
 
@@ -216,7 +218,7 @@ def label(cfg: ExperimentConfig) -> str:
         return "dense"
     if pruning.method == "magnitude":
         return f"magnitude ({pruning.placement})"
-    return pruning.method + (" (personal)" if pruning.lottery.personal else "")
+    return pruning.method + (" (personal)" if getattr(pruning, "personal", False) else "")
 
 
 def rows_from_store(root: Path) -> list[Row]:
@@ -242,22 +244,23 @@ def client_accuracy(folder: Path, cfg: ExperimentConfig) -> float:
     client ends with: the final global model, or with personal masks the client's latest
     personal model (the global one if it never trained)."""
     data = dataset(cfg.data.dataset)
-    method = steps.pruning_method(steps.new_model(cfg, data), data, cfg)
+    rt = steps.Runtime.build(cfg, data=data)
+    assert rt.shards is not None
 
     def per_class(payload: tuple) -> torch.Tensor:
-        return steps.evaluate(method, GlobalModel(*payload), data, cfg).per_class
+        return steps.evaluate(rt, GlobalModel(*payload)).per_class
 
     final = per_class(model_from_bytes((folder / "model.safetensors").read_bytes()))
-    index = {}
-    if cfg.pruning.lottery.personal:
-        last = folder / "rounds" / f"{cfg.rounds:04d}" / PERSONAL_INDEX
-        index = {int(c): r for c, r in json.loads(last.read_text()).items()}
+    state = ClientState()
+    if getattr(cfg.pruning, "personal", False):
+        store = RunStore(LocalBackend(folder.parent.parent), folder.parent.name, folder.name)
+        state = ClientState.after(store, cfg.rounds)
+    personal = set(state.clients_with(PERSONAL))
     scores = []
-    for client, rows in enumerate(steps.partition_data(data, cfg)):
+    for client, rows in enumerate(rt.shards):
         mine = final
-        if client in index:
-            path = folder / "rounds" / f"{index[client]:04d}" / personal_name(client)
-            mine = per_class(decode(path.read_bytes()))
+        if client in personal:
+            mine = per_class(decode(state.blob(PERSONAL, client)))
         scores.append(steps.mix_accuracy(mine, data.y_train[torch.from_numpy(rows)]))
     return statistics.fmean(scores)
 

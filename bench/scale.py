@@ -37,11 +37,12 @@ def rss_mb() -> float:
 
 
 def one(clients: int, per_round: int, subset: int | None, model: str, rounds: int) -> dict:
-    """Runs in its own process: one configuration through fedprune.engine.run_experiment."""
+    """Runs in its own process: one configuration through fedprune.engine.local.run_experiment."""
     import torch
 
-    from fedprune import engine, steps
+    from fedprune import steps
     from fedprune.config import parse_config
+    from fedprune.engine import local as engine
 
     torch.set_num_threads(2)
     root = Path(tempfile.mkdtemp(prefix="fedprune-scale-"))

@@ -32,10 +32,11 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import Timing, measure, train_plain  # noqa: E402
 
-from fedprune import engine, steps  # noqa: E402
+from fedprune import steps  # noqa: E402
 from fedprune.config import ExperimentConfig, parse_config  # noqa: E402
-from fedprune.data import ImageDataset, load_dataset  # noqa: E402
-from fedprune.training import evaluate  # noqa: E402
+from fedprune.engine import local as engine  # noqa: E402
+from fedprune.tasks.datasets import ImageDataset, load_dataset  # noqa: E402
+from fedprune.training.local import evaluate  # noqa: E402
 
 
 def workload(rounds: int, root: Path, **overrides: dict) -> ExperimentConfig:
@@ -63,8 +64,9 @@ class EvalClock:
 
 def bare_floor(cfg: ExperimentConfig, data: ImageDataset) -> float:
     """The same training and evaluation as plain PyTorch: no payloads, masks, store, MLflow."""
-    shards = steps.partition_data(data, cfg)
-    model = steps.new_model(cfg, data)
+    rt = steps.Runtime.build(cfg, data=data)
+    shards, model = rt.shards, rt.model
+    assert shards is not None
     global_state = {k: v.clone() for k, v in model.state_dict().items()}
     accuracy = 0.0
     for round_ in range(1, cfg.rounds + 1):

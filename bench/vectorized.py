@@ -21,12 +21,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fedprune.config import ClientConfig, ModelConfig  # noqa: E402
-from fedprune.data import load_dataset  # noqa: E402
-from fedprune.models import MODELS  # noqa: E402
-from fedprune.pruning import full_mask, prunable_names  # noqa: E402
-from fedprune.training import local_train  # noqa: E402
-from fedprune.vectorized import train_together  # noqa: E402
+from fedprune.pruning.masks import full_mask, prunable_names  # noqa: E402
+from fedprune.tasks.datasets import load_dataset  # noqa: E402
+from fedprune.tasks.models import MODELS, build_model  # noqa: E402
+from fedprune.training.local import ClientConfig, local_train  # noqa: E402
+from fedprune.training.vectorized import train_together  # noqa: E402
 
 
 def sync(device: str) -> None:
@@ -48,7 +47,7 @@ def timed(run, device: str, repeats: int) -> tuple[float, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--model", default="mlp", choices=sorted(MODELS))
+    parser.add_argument("--model", default="mlp", choices=sorted(MODELS.names()))
     parser.add_argument("--clients", default="10,100,1000")
     parser.add_argument("--samples", type=int, default=600)
     parser.add_argument("--repeats", type=int, default=3)
@@ -57,7 +56,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     data = load_dataset("mnist")
     x, y = data.x_train.to(args.device), data.y_train.to(args.device)
-    model = MODELS[args.model](data.input_shape, data.num_classes, ModelConfig()).to(args.device)
+    params = MODELS[args.model].params()  # the model's default settings
+    model = build_model(params, data.input_shape, data.num_classes, seed=0).to(args.device)
     start = {n: t.detach().clone() for n, t in model.state_dict().items()}
     mask = full_mask(start, prunable_names(start))
     cfg = ClientConfig(epochs=1, batch_size=32, lr=0.05)

@@ -139,7 +139,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         table.add_row(
             r.run_id[:8],
             r.method,
-            f"{r.target_sparsity:.2f}",
+            f"{r.sparsity:.2f}",
             f"{r.final:.4f}",
             f"{r.best:.4f}",
             f"{r.mb_uploaded:.2f}",
@@ -148,8 +148,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         )
     console.print(table)
     lines = {
-        f"{r.run_id[:8]} {r.method} {r.target_sparsity:.0%}": (r.cumulative_mb, r.curve)
-        for r in runs
+        f"{r.run_id[:8]} {r.method} {r.sparsity:.0%}": (r.cumulative_mb, r.curve) for r in runs
     }
     plot_lines(lines, "cumulative MB uploaded", args.metric, title, args.plot)
     console.print(f"plot: {args.plot}")

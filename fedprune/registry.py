@@ -10,6 +10,9 @@ validation listing what is registered.
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Generic, Literal, TypeVar, Union
@@ -17,6 +20,13 @@ from typing import Annotated, Any, Generic, Literal, TypeVar, Union
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 T = TypeVar("T")
+
+
+def import_entries(package: str, path: list[str]) -> None:
+    """Import every module of an extension point's package, so that each file registers its
+    entry: adding a strategy, method, model, … is one new file, nothing else to edit."""
+    for module in pkgutil.iter_modules(path):
+        importlib.import_module(f"{package}.{module.name}")
 
 
 class Params(BaseModel):
@@ -55,6 +65,9 @@ class Registry(Generic[T]):
                 (params or self.base).__name__, __base__=params or self.base, **fields
             )
             tagged.__doc__ = (params or self.base).__doc__
+            # A unique qualified name in this module, so pickle (worker processes) finds it.
+            tagged.__module__, tagged.__qualname__ = __name__, f"{self.kind}:{name}"
+            setattr(sys.modules[__name__], tagged.__qualname__, tagged)
             self._entries[name] = Entry(name, value, tagged)
             return value
 

@@ -19,11 +19,12 @@ from pathlib import Path
 from docker.types import Mount
 from kfp import local
 
-from fedprune import engine, steps
+from fedprune import steps
 from fedprune.config import parse_config
-from fedprune.data import data_dir, load_dataset
-from fedprune.exchange import read_model
-from fedprune.pruning import measure_sparsity
+from fedprune.engine import local as engine
+from fedprune.io.exchange import read_model
+from fedprune.pruning.masks import measure_sparsity
+from fedprune.tasks.datasets import data_dir, load_dataset
 from pipelines.federated_pruning import build_pipeline
 
 
@@ -73,8 +74,7 @@ def main(image: str) -> None:
     print(f"kfp.local DockerRunner: {time.perf_counter() - started:.1f} s")
 
     final = read_model(Path(result.output.path))
-    method = steps.pruning_method(steps.new_model(cfg, mnist), mnist, cfg)
-    accuracy = steps.evaluate(method, final, mnist, cfg)
+    accuracy = steps.evaluate(steps.Runtime.build(cfg, data=mnist), final)
     report = measure_sparsity(final.weights, final.mask)
     expected = reference.history[-1]
     print(f"accuracy in image {accuracy.accuracy:.4f}, local engine {expected.test_accuracy:.4f}")

@@ -7,6 +7,7 @@ groups get CPU/memory requests, retries and a timeout; credentials come from a K
 Secret by name, so no value is ever written into the compiled YAML.
 """
 
+import json
 import math
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from components.partition.component import partition
 from components.setup.component import setup
 from components.train.component import train_group
 from fedprune.config import ExperimentConfig
-from fedprune.config.kubeflow import ResourcesConfig
+from fedprune.config.kubeflow import ResourcesConfig, dag_shape
 
 
 def group_count(cfg: ExperimentConfig) -> int:
@@ -112,7 +113,9 @@ def build_pipeline(cfg: ExperimentConfig) -> BaseComponent:
         description=f"Federated pruning: {cfg.rounds} rounds, {cfg.data.num_clients} clients.",
     )
     def federated_pruning(config_json: str = cfg.model_dump_json()) -> Model:
-        run = _pod(step["setup"](config_json=config_json), cfg, light, kf.client_timeout_s)
+        compiled = json.dumps(dag_shape(cfg))  # a constant: the run-time config must match it
+        setup_task = step["setup"](config_json=config_json, compiled_shape=compiled)
+        run = _pod(setup_task, cfg, light, kf.client_timeout_s)
         shards = step["partition"](config_json=config_json)
         _pod(shards, cfg, light, kf.client_timeout_s)
         model = step["init_model"](

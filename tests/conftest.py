@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from fedprune.config import ExperimentConfig, parse_config
-from fedprune.data import ImageDataset, load_dataset
+from fedprune.tasks.datasets import ImageDataset, load_dataset
 
 pytest_plugins = ["tests.services"]  # real S3 and MLflow servers
 

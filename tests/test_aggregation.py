@@ -1,6 +1,9 @@
 import torch
 
-from fedprune.aggregation import DecodedUpdate, FedAvg, MaskAware
+from fedprune.registry import Params
+from fedprune.strategies.buffers import DecodedUpdate
+from fedprune.strategies.fedavg import FedAvg
+from fedprune.strategies.mask_aware import MaskAware
 
 
 def update(values, keep, bias, n):
@@ -18,7 +21,7 @@ UPDATES = [
 
 
 def test_mask_aware_matches_hand_computed_average():
-    weights, mask = MaskAware().aggregate(UPDATES)
+    weights, mask = MaskAware(Params()).aggregate(UPDATES)
     # coord 0: both kept -> (10*1 + 30*3) / 40 = 2.5; coord 1: only client A -> 2.0;
     # coord 2: only client B -> 6.0; coord 3: nobody -> 0 and pruned.
     assert torch.equal(weights["w"], torch.tensor([2.5, 2.0, 6.0, 0.0]))
@@ -27,7 +30,7 @@ def test_mask_aware_matches_hand_computed_average():
 
 
 def test_fedavg_shrinks_partly_pruned_coordinates():
-    weights, mask = FedAvg().aggregate(UPDATES)
+    weights, mask = FedAvg(Params()).aggregate(UPDATES)
     assert torch.allclose(weights["w"], torch.tensor([2.5, 0.5, 4.5, 0.0]))
     assert torch.equal(mask["w"], torch.tensor([True, True, True, False]))
 
@@ -39,6 +42,6 @@ def test_identical_masks_make_both_rules_agree():
         DecodedUpdate({"w": torch.randn(50, generator=g) * keep}, {"w": keep}, n)
         for n in (5, 7, 11)
     ]
-    a, _ = FedAvg().aggregate(updates)
-    b, _ = MaskAware().aggregate(updates)
+    a, _ = FedAvg(Params()).aggregate(updates)
+    b, _ = MaskAware(Params()).aggregate(updates)
     assert torch.allclose(a["w"], b["w"], atol=1e-6)

@@ -6,9 +6,10 @@ import torch
 from safetensors.torch import load as st_load
 
 from fedprune import steps
-from fedprune.compression import (
+from fedprune.config import ExperimentConfig
+from fedprune.io.codec import (
+    CompressionConfig,
     _header,
-    _mask_streams,
     based_on,
     decode,
     encode,
@@ -17,8 +18,8 @@ from fedprune.compression import (
     mask_id,
     stats,
 )
-from fedprune.config import CompressionConfig, ExperimentConfig
-from fedprune.pruning import apply_mask_, full_mask, magnitude_mask
+from fedprune.io.mask_streams import mask_streams
+from fedprune.pruning.masks import apply_mask_, full_mask, magnitude_mask
 
 DENSITIES = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
 
@@ -79,10 +80,10 @@ def test_every_mask_codec_round_trips_exactly(density):
     decoded, decoded_mask = decode(payload)
     assert torch.equal(decoded["w"], weights["w"]) and torch.equal(decoded_mask["w"], mask["w"])
     # every candidate stream, not only the chosen one, decodes back to the mask
-    from fedprune.compression import _decode_mask
+    from fedprune.io.mask_streams import decode_mask
 
-    for codec, (stream, params) in _mask_streams(keep).items():
-        back = _decode_mask(stream, codec, params, keep.size, int(keep.sum()))
+    for codec, (stream, params) in mask_streams(keep).items():
+        back = decode_mask(stream, codec, params, keep.size, int(keep.sum()))
         assert np.array_equal(back, keep), codec
 
 
@@ -135,7 +136,7 @@ def test_mask_stream_alone_is_within_3_percent_of_its_entropy():
         keep = np.random.default_rng(1).random(200 * 784) < density
         p = keep.mean()
         entropy_bytes = keep.size * -(p * math.log2(p) + (1 - p) * math.log2(1 - p)) / 8
-        best = min(len(s) for s, _ in _mask_streams(keep).values())
+        best = min(len(s) for s, _ in mask_streams(keep).values())
         assert best <= 1.03 * entropy_bytes, f"{density:.0%}: {best / entropy_bytes:.3f}"
 
 
@@ -153,7 +154,7 @@ def test_each_codec_is_chosen_when_it_is_the_smallest(shape, density, expected):
     payload = encode(weights, mask, CompressionConfig())
     assert coding(payload) == expected
     if expected != "dense":
-        streams = _mask_streams(mask["w"].reshape(-1).numpy())
+        streams = mask_streams(mask["w"].reshape(-1).numpy())
         sizes = {codec: len(stream) for codec, (stream, _) in streams.items()}
         assert sizes[expected] == min(sizes.values())
         assert len(st_load(payload)["w:m"]) == sizes[expected]
@@ -204,7 +205,7 @@ def test_downloads_count_full_and_values_only_payloads_by_their_real_lengths():
     payload = steps.broadcast(model, cfg)
     current = mask_id(mask)
     held = {1: current, 2: "0123456789abcdef", 3: current}  # 4 never took part
-    sent = steps.downloads(model, payload, [1, 2, 3, 4], held, cfg)
+    sent = steps.downloads(model, payload, [1, 2, 3, 4], held=held, personal={}, cfg=cfg)
     assert (sent.full_clients, sent.values_clients, sent.mask_id) == (2, 2, current)
     assert sent.values is not None and len(sent.values) < len(payload)
     assert sent.bytes == 2 * len(payload) + 2 * len(sent.values)
@@ -215,8 +216,10 @@ def test_downloads_count_full_and_values_only_payloads_by_their_real_lengths():
     no_reuse = cfg.model_copy(
         update={"compression": CompressionConfig(values_only_downloads=False)}
     )
-    assert steps.downloads(model, payload, [1, 3], held, no_reuse).bytes == 2 * len(payload)
-    assert steps.downloads(model, payload, [2, 4], held, cfg).values is None
+    assert steps.downloads(
+        model, payload, [1, 3], held=held, personal={}, cfg=no_reuse
+    ).bytes == 2 * len(payload)
+    assert steps.downloads(model, payload, [2, 4], held=held, personal={}, cfg=cfg).values is None
 
 
 def test_stats_are_real_lengths():

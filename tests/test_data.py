@@ -4,7 +4,7 @@ import struct
 import numpy as np
 import pytest
 
-from fedprune.data import DataError, DataShape, data_shape, load_dataset, read_idx
+from fedprune.tasks.datasets import DataError, DataShape, data_shape, load_dataset, read_idx
 
 
 def write_idx(path, array: np.ndarray, compress: bool = False) -> None:
@@ -50,7 +50,7 @@ def test_missing_files_say_how_to_fetch(tmp_path):
 
 
 def test_unknown_dataset_lists_allowed(tmp_path):
-    with pytest.raises(DataError, match="mnist, fashion-mnist"):
+    with pytest.raises(DataError, match="registered: fashion-mnist, mnist"):
         load_dataset("cifar10", root=tmp_path)
 
 
@@ -67,24 +67,28 @@ def test_real_mnist_is_complete(mnist_small):
     assert full.x_train.shape == (60000, 1, 28, 28) and full.x_test.shape == (10000, 1, 28, 28)
     assert full.num_classes == 10
     assert abs(float(full.x_train.mean())) < 0.01  # normalised with MNIST's mean and std
-    # the shape the aggregation pod builds models from, without loading the data
-    assert data_shape("mnist") == DataShape(full.input_shape, full.num_classes)
+    # the registered shape (what the aggregation pod builds models from, without the data)
+    # is the data's own
+    seen = DataShape(tuple(full.x_train.shape[1:]), int(full.y_train.max()) + 1)
+    assert data_shape("mnist") == seen == full.shape
 
 
-def test_config_and_loaders_know_the_same_datasets():
-    from typing import get_args
+def test_config_accepts_the_registered_datasets_only():
+    from fedprune.config import ConfigError, parse_config
+    from fedprune.tasks.datasets import DATASETS
 
-    from fedprune.config import DataConfig
-    from fedprune.data import DATASETS
-
-    assert set(get_args(DataConfig.model_fields["dataset"].annotation)) == set(DATASETS)
+    for name in DATASETS.names():
+        assert parse_config({"data": {"dataset": name}}).data.dataset == name
+    with pytest.raises(ConfigError, match="data.dataset: .*registered: fashion-mnist, mnist"):
+        parse_config({"data": {"dataset": "cifar10"}})
 
 
 @pytest.mark.slow
 def test_fetch_fashion_mnist_from_debian(tmp_path):
-    from fedprune.data import fetch
+    from fedprune.tasks.datasets import fetch
 
     fetch("fashion-mnist", root=tmp_path)
     data = load_dataset("fashion-mnist", root=tmp_path)
     assert data.x_train.shape == (60000, 1, 28, 28) and data.num_classes == 10
-    assert data_shape("fashion-mnist") == DataShape(data.input_shape, data.num_classes)
+    seen = DataShape(tuple(data.x_train.shape[1:]), int(data.y_train.max()) + 1)
+    assert data_shape("fashion-mnist") == seen

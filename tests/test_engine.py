@@ -7,9 +7,10 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from fedprune import engine, steps
+from fedprune import steps
 from fedprune.cli import main
-from fedprune.store import LocalBackend, RunStore, model_from_bytes
+from fedprune.engine import local as engine
+from fedprune.io.store import LocalBackend, RunStore, model_from_bytes
 
 
 def test_server_pruning_run(make_config, mnist_small):
@@ -51,7 +52,7 @@ def test_server_pruning_run(make_config, mnist_small):
         "model.safetensors",
         "updates.json",
         "metrics.json",
-        "held_masks.json",
+        "state.json",
         "manifest.json",
     }
 
@@ -132,3 +133,23 @@ def test_impossible_partition_fails_before_any_run(make_config, mnist_small, tmp
     with pytest.raises(UserError, match="min_samples"):
         engine.run_experiment(cfg, data=mnist_small)
     assert not (tmp_path / "runs" / "test").exists()
+
+
+def test_resume_of_a_finished_run_exits_2_and_touches_nothing(make_config, tmp_path, capsys):
+    cfg = make_config(rounds=1)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg.model_dump()))
+    assert main(["run", str(path)]) == 0
+    (run_dir,) = list((Path(cfg.store) / "test").iterdir())
+    files = sorted(p for p in Path(cfg.store).rglob("*") if p.is_file() and p.suffix != ".db")
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in files}
+    capsys.readouterr()
+    assert main(["run", str(path), "--resume", run_dir.name]) == 2
+    assert "already finished" in capsys.readouterr().out
+    after = sorted(p for p in Path(cfg.store).rglob("*") if p.is_file() and p.suffix != ".db")
+    assert after == files
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in after} == before
+    client = MlflowClient(cfg.tracking)
+    run = client.get_run(run_dir.name)
+    assert run.info.status == "FINISHED"
+    assert len(client.get_metric_history(run_dir.name, "macs")) == 1  # costs logged once

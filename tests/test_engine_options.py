@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from fedprune import engine
+from fedprune.engine import local as engine
 
 
 def strip(history):

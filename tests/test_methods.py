@@ -6,15 +6,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fedprune import engine, steps
-from fedprune.compression import decode, encode
-from fedprune.config import ModelConfig, parse_config
-from fedprune.methods import Lottery, RoundInputs, prune_and_regrow
-from fedprune.models import MODELS
-from fedprune.pruning import apply_mask_, full_mask, prunable_names, schedule_for
-from fedprune.publish import round_state
-from fedprune.store import LocalBackend, RunStore
-from fedprune.structured import (
+from fedprune import steps
+from fedprune.config import parse_config
+from fedprune.engine import local as engine
+from fedprune.io.codec import decode, encode
+from fedprune.io.publish import round_state
+from fedprune.io.store import LocalBackend, RunStore
+from fedprune.pruning.channels import (
     ChannelGraph,
     expand_weights,
     macs,
@@ -22,6 +20,11 @@ from fedprune.structured import (
     slice_weights,
     structured_mask,
 )
+from fedprune.pruning.masks import apply_mask_, full_mask, prunable_names
+from fedprune.pruning.methods import RoundInputs
+from fedprune.pruning.methods.feddst import prune_and_regrow
+from fedprune.pruning.schedules import schedule_for
+from fedprune.tasks.models import MODELS
 
 ONESHOT_80 = {"kind": "oneshot", "target": 0.8, "at_round": 1}
 METHODS = {
@@ -29,11 +32,12 @@ METHODS = {
     "magnitude-server": {"method": "magnitude", "schedule": ONESHOT_80},
     "magnitude-client": {"method": "magnitude", "schedule": ONESHOT_80, "placement": "client"},
     "structured": {"method": "structured", "schedule": ONESHOT_80},
-    "feddst": {"method": "feddst", "schedule": ONESHOT_80, "feddst": {"every": 1}},
+    "feddst": {"method": "feddst", "schedule": ONESHOT_80, "every": 1},
     "prunefl": {
         "method": "prunefl",
         "schedule": ONESHOT_80,
-        "prunefl": {"every": 2, "initial_epochs": 1},
+        "every": 2,
+        "initial_epochs": 1,
     },
     "lottery": {
         "method": "lottery",
@@ -65,12 +69,9 @@ def test_every_method_keeps_its_declared_sparsity(make_config, mnist_small, name
 
 def test_client_side_pruning_uploads_at_the_target(make_config, mnist_small):
     cfg = make_config(pruning=METHODS["magnitude-client"])
-    model = steps.new_model(cfg, mnist_small)
-    method = steps.pruning_method(model, mnist_small, cfg)
-    shards = steps.partition_data(mnist_small, cfg)
-    start = steps.init_global(model, method, mnist_small, shards, cfg)
-    payload = steps.broadcast(start, cfg)
-    for update in steps.train_clients(model, method, payload, mnist_small, shards, [0, 1], 1, cfg):
+    rt = steps.Runtime.build(cfg, data=mnist_small)
+    payload = steps.broadcast(steps.init_global(rt), cfg)
+    for update in steps.train_clients(rt, payload, [0, 1], 1):
         _, mask = decode(update.payload)
         kept = sum(int(m.sum()) for m in mask.values())
         assert 1 - kept / sum(m.numel() for m in mask.values()) == pytest.approx(0.8, abs=1e-5)
@@ -99,16 +100,15 @@ def test_prune_and_regrow_swaps_smallest_weights_for_largest_gradients():
 
 def test_lottery_rewinds_the_survivors_to_their_initial_values(mnist_small):
     cfg = parse_config({"pruning": METHODS["lottery"]})
-    model = steps.new_model(cfg, mnist_small)
-    method = Lottery(cfg, model, mnist_small.input_shape)
-    trained = {n: t + 0.01 for n, t in model.state_dict().items()}
+    method = steps.Runtime.build(cfg, data=mnist_small).method
+    trained = {n: t + 0.01 for n, t in method.ctx.model.state_dict().items()}
     mask = full_mask(trained, prunable_names(trained))
     inputs = RoundInputs(encode(trained, mask, cfg.compression))  # what the clients started from
     weights, new_mask = method.server(trained, mask, 1, inputs)  # target 0 → 0.5: prune + rewind
     for name, keep in new_mask.items():
         assert torch.equal(weights[name][keep], method.initial[name][keep])
         assert not weights[name][~keep].any()
-    targets = [schedule_for(cfg.pruning).target(r) for r in range(1, 6)]
+    targets = [schedule_for(cfg.pruning.schedule).target(r) for r in range(1, 6)]
     assert targets == [0.5, 0.75, 0.8, 0.8, 0.8]
     unchanged, kept = method.server(trained, new_mask, 4, inputs)  # target stays: no rewind
     assert unchanged is trained and kept is new_mask
@@ -117,7 +117,7 @@ def test_lottery_rewinds_the_survivors_to_their_initial_values(mnist_small):
 @pytest.mark.parametrize("model_name", ["mlp", "lenet5", "cnn"])
 def test_structured_pruning_really_shrinks_and_computes_the_same(model_name):
     torch.manual_seed(0)
-    model = MODELS[model_name]((1, 28, 28), 10, ModelConfig())
+    model = MODELS.get(model_name)((1, 28, 28), 10, MODELS[model_name].params())
     weights = {n: t.clone() for n, t in model.state_dict().items()}
     graph = ChannelGraph.of(model, (1, 28, 28))
     mask = structured_mask(graph, weights, full_mask(weights, prunable_names(weights, True)), 0.75)

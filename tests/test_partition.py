@@ -3,8 +3,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fedprune.config import PartitionConfig
-from fedprune.partition import PartitionError, partition
+from fedprune.tasks.partitioners import PARTITIONERS, PartitionError, partition
+
+
+def PartitionConfig(kind: str, **settings):
+    """The `kind`'s registered settings, from those of `settings` it has."""
+    params = PARTITIONERS[kind].params
+    return params(**{k: v for k, v in settings.items() if k in params.model_fields})
+
 
 KINDS = ["iid", "dirichlet", "shards", "quantity_skew"]
 

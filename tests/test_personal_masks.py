@@ -20,24 +20,28 @@ from components.init_model.component import init_model
 from components.partition.component import partition
 from components.setup.component import setup
 from components.train.component import train_group
-from fedprune import engine, steps
-from fedprune.compression import decode
-from fedprune.methods import Lottery
-from fedprune.pruning import full_mask, measure_sparsity, prunable_names
-from fedprune.publish import PERSONAL_INDEX, personal_name, round_state
-from fedprune.store import LocalBackend, RunStore
+from fedprune import steps
+from fedprune.config.kubeflow import dag_shape
+from fedprune.engine import local as engine
+from fedprune.engine.round import PERSONAL
+from fedprune.io.codec import decode
+from fedprune.io.publish import round_state
+from fedprune.io.state import STATE, ClientState
+from fedprune.io.store import LocalBackend, RunStore
+from fedprune.pruning.masks import full_mask, measure_sparsity, prunable_names
 
 ROUNDS = 4
-PERSONAL = {
+LOTTERY = {
     "method": "lottery",
     "schedule": {"kind": "iterative", "target": 0.8, "every": 1, "rate": 0.5},
-    "lottery": {"personal": True, "accuracy_threshold": 0.0},  # prune whenever behind
+    "personal": True,
+    "accuracy_threshold": 0.0,  # prune whenever behind
 }
 
 
 @pytest.fixture
 def personal_cfg(make_config):
-    return make_config(rounds=ROUNDS, sampling={"count": 2}, pruning=PERSONAL)
+    return make_config(rounds=ROUNDS, sampling={"count": 2}, pruning=LOTTERY)
 
 
 def _store(cfg, run_id: str) -> RunStore:
@@ -46,10 +50,9 @@ def _store(cfg, run_id: str) -> RunStore:
 
 def _uploads(store: RunStore, round_: int) -> dict[int, bytes]:
     """The personal models (uploads) a round published, by client."""
-    index = json.loads(store.load_round(round_, [PERSONAL_INDEX])[PERSONAL_INDEX])
-    fresh = [int(c) for c, published in index.items() if published == round_]
-    names = [personal_name(c) for c in fresh]
-    return dict(zip(fresh, store.load_round(round_, names).values(), strict=True))
+    state = ClientState.after(store, round_)
+    fresh = [c for c in state.clients_with(PERSONAL) if state.blob_rounds[PERSONAL][c] == round_]
+    return {c: state.blob(PERSONAL, c) for c in fresh}
 
 
 def _sparsity(mask: dict[str, torch.Tensor]) -> float:
@@ -60,7 +63,7 @@ def test_each_client_prunes_its_own_mask_and_keeps_it(personal_cfg, mnist_small)
     cfg = personal_cfg
     result = engine.run_experiment(cfg, data=mnist_small)
     store = _store(cfg, result.run_id)
-    method = steps.pruning_method(steps.new_model(cfg, mnist_small), mnist_small, cfg)
+    method = steps.Runtime.build(cfg, data=mnist_small).method
     last: dict[int, dict[str, torch.Tensor]] = {}
     previous = None
     for round_ in range(1, ROUNDS + 1):
@@ -105,18 +108,15 @@ def test_each_client_prunes_its_own_mask_and_keeps_it(personal_cfg, mnist_small)
 def test_a_client_prunes_only_when_accurate_enough_and_rewinds(
     personal_cfg, make_config, mnist_small
 ):
-    model = steps.new_model(personal_cfg, mnist_small)
-    method = Lottery(personal_cfg, model, mnist_small.input_shape)
-    trained = {n: t + 0.01 for n, t in model.state_dict().items()}
+    method = steps.Runtime.build(personal_cfg, data=mnist_small).method
+    trained = {n: t + 0.01 for n, t in method.ctx.model.state_dict().items()}
     mask = full_mask(trained, prunable_names(trained))
     kept, same = method.client_start(trained, mask, 1, lambda w: 0.0)  # threshold 0: prune
     assert _sparsity(same) == pytest.approx(0.5, abs=1e-5)
     for name, keep in same.items():
         assert torch.equal(kept[name][keep], method.initial[name][keep])
-    strict = make_config(
-        pruning={**PERSONAL, "lottery": {"personal": True, "accuracy_threshold": 0.9}}
-    )
-    picky = Lottery(strict, model, mnist_small.input_shape)
+    strict = make_config(pruning={**LOTTERY, "accuracy_threshold": 0.9})
+    picky = steps.Runtime.build(strict, data=mnist_small).method
     weights, unchanged = picky.client_start(trained, mask, 1, lambda w: 0.89)
     assert unchanged is mask and all(torch.equal(weights[n], trained[n]) for n in mask)
     _, capped = method.client_start(trained, same, 1, lambda w: 1.0)  # at round 1's target
@@ -161,7 +161,7 @@ def test_components_read_and_write_personal_masks_as_the_engine_does(
         update={"clients_per_pod": 1})})  # fmt: skip
     local = engine.run_experiment(cfg, data=mnist_small)
     config_json = cfg.model_dump_json()
-    run_id = setup(config_json)
+    run_id = setup(config_json, json.dumps(dag_shape(cfg)))
     shards = _artifact(tmp_path / "shards.json")
     partition(config_json, shards)
     current = _artifact(tmp_path / "model-0")
@@ -185,7 +185,7 @@ def test_components_read_and_write_personal_masks_as_the_engine_does(
     pods, engine_run = _store(cfg, run_id), _store(cfg, local.run_id)
     for round_ in range(1, ROUNDS + 1):
         assert _uploads(pods, round_) == _uploads(engine_run, round_)
-        names = ["model.safetensors", PERSONAL_INDEX]
+        names = ["model.safetensors", STATE]
         assert pods.load_round(round_, names) == engine_run.load_round(round_, names)
     assert pods.load("", ["costs.json"]) == engine_run.load("", ["costs.json"])
 
@@ -197,13 +197,13 @@ def test_accuracy_on_a_label_mix_weights_classes_by_the_clients_share():
 
 
 def test_a_personal_download_is_the_global_values_under_the_clients_mask(make_config):
-    cfg = make_config(pruning=PERSONAL, compression={"values": "int8"})
+    cfg = make_config(pruning=LOTTERY, compression={"values": "int8"})
     torch.manual_seed(0)
     weights = {"w": torch.randn(50, 40), "b": torch.randn(40)}
     global_model = steps.GlobalModel(weights, {"w": torch.ones(50, 40, dtype=torch.bool)})
     own = {"w": torch.rand(50, 40) > 0.7}
     payload = steps.broadcast(global_model, cfg)
-    sent = steps.downloads(global_model, payload, [0, 1], {}, cfg, {1: own})
+    sent = steps.downloads(global_model, payload, [0, 1], held={}, personal={1: own}, cfg=cfg)
     assert (sent.full_clients, sent.values_only, sorted(sent.personal)) == (1, 1, [1])
     assert sent.bytes == len(payload) + len(sent.personal[1])
     assert len(sent.personal[1]) < 0.5 * len(payload)  # 30% of the values, no mask

@@ -133,11 +133,16 @@ def test_hundred_clients_fifty_rounds_compiles(tmp_path):
 
 
 def test_core_never_imports_kfp():
+    """No module of the core library (every one, imported) loads kfp or kubernetes."""
     import subprocess
     import sys
 
-    modules = ["fedprune." + m for m in ("cli", "engine", "steps", "exchange", "tracking", "store")]
-    code = f"import sys, {', '.join(modules)}; print(sorted(m for m in sys.modules if m.startswith(('kfp', 'kubernetes'))))"
+    code = (
+        "import importlib, pkgutil, sys, fedprune\n"
+        "for m in pkgutil.walk_packages(fedprune.__path__, 'fedprune.'):\n"
+        "    importlib.import_module(m.name)\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('kfp', 'kubernetes'))))"
+    )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
@@ -152,3 +157,27 @@ def test_data_volume_is_mounted_when_configured(tmp_path):
         assert {"name": "FEDPRUNE_DATA", "value": "/data"} in env
     _, _, _, plain = compiled(tmp_path)
     assert all("pvcMount" not in s for s in plain["deploymentSpec"]["executors"].values())
+
+
+def test_a_run_time_config_that_reshapes_the_dag_fails_in_its_first_task(tmp_path):
+    """Rounds and client groups are fixed at compile time: the setup task compares the run's
+    config_json with the compiled shape (a constant in the YAML) and names what differs."""
+    import json
+
+    import pytest
+
+    from components.setup.component import setup
+    from fedprune.config import ConfigError
+
+    cfg, _, spec, _ = compiled(tmp_path)
+    (setup_task,) = [t for n, t in spec["root"]["dag"]["tasks"].items() if n == "setup"]
+    shape = setup_task["inputs"]["parameters"]["compiled_shape"]["runtimeValue"]["constant"]
+    changed = cfg.model_copy(
+        update={"rounds": 5, "sampling": cfg.sampling.model_copy(update={"count": 12})}
+    )
+    with pytest.raises(ConfigError) as error:
+        setup(changed.model_dump_json(), shape)
+    message = str(error.value)
+    assert "rounds (3 compiled, 5 given)" in message and "clients per round" in message
+    assert "kubeflow.image" not in message  # unchanged settings are not named
+    assert json.loads(shape)["rounds"] == 3

@@ -6,9 +6,10 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from fedprune import engine, steps
-from fedprune.exchange import read_model
-from fedprune.pruning import measure_sparsity
+from fedprune import steps
+from fedprune.engine import local as engine
+from fedprune.io.exchange import read_model
+from fedprune.pruning.masks import measure_sparsity
 from pipelines.federated_pruning import run_locally
 
 
@@ -22,8 +23,10 @@ def test_kfp_local_matches_local_engine(make_config, mnist_small, tmp_path):
         pruning={
             "method": "prunefl",
             "schedule": {"kind": "oneshot", "target": 0.8, "at_round": 1},
-            "prunefl": {"every": 2, "initial_epochs": 1},
+            "every": 2,
+            "initial_epochs": 1,
         },
+        callbacks=["tests.callbacks:kept_weights_and_uploads"],  # run in the evaluate pods too
         compression={"encoding": "sparse"},
         kubeflow={"clients_per_pod": 2, "aggregator": {"device": "cpu"}},
     )
@@ -38,8 +41,7 @@ def test_kfp_local_matches_local_engine(make_config, mnist_small, tmp_path):
 
     # Same steps, same seeds, same summation order: the numbers are identical, not just close.
     final = read_model(final_path)
-    method = steps.pruning_method(steps.new_model(cfg, mnist_small), mnist_small, cfg)
-    accuracy = steps.evaluate(method, final, mnist_small, cfg)
+    accuracy = steps.evaluate(steps.Runtime.build(cfg, data=mnist_small), final)
     assert accuracy.accuracy == local.history[-1].test_accuracy
     assert accuracy.loss == local.history[-1].test_loss
     report = measure_sparsity(final.weights, final.mask)
@@ -49,7 +51,7 @@ def test_kfp_local_matches_local_engine(make_config, mnist_small, tmp_path):
     folders = {p.name: p for p in (Path(cfg.store) / cfg.experiment).iterdir()}
     kfp_run = next(r for name, r in folders.items() if name != local.run_id)
     published = [
-        f"rounds/{r:04d}/{o}" for r in (1, 2, 3) for o in ("model.safetensors", "held_masks.json")
+        f"rounds/{r:04d}/{o}" for r in (1, 2, 3) for o in ("model.safetensors", "state.json")
     ]
     for name in [*published, "model.safetensors"]:
         assert (kfp_run / name).read_bytes() == (folders[local.run_id] / name).read_bytes(), name
@@ -67,6 +69,8 @@ def test_kfp_local_matches_local_engine(make_config, mnist_small, tmp_path):
     assert sorted(p.step for p in kfp_accuracy) == [1, 2, 3]
     by_round = {p.step: p.value for p in kfp_accuracy}
     assert by_round == {m.round: m.test_accuracy for m in local.history}
-    for metric in ("bytes_up", "importance_bytes_up", "bytes_down", "sparsity", "test_loss"):
+    assert all(m.extra["kept_weights"] > 0 for m in local.history)
+    metrics = ("bytes_up", "importance_bytes_up", "bytes_down", "sparsity", "test_loss")
+    for metric in (*metrics, "max_abs_kept_weight", "kept_weights", "mean_upload_bytes"):
         kfp = {p.step: p.value for p in client.get_metric_history(runs[0].info.run_id, metric)}
-        assert kfp == {m.round: getattr(m, metric) for m in local.history}, metric
+        assert kfp == {m.round: m.flat()[metric] for m in local.history}, metric

@@ -1,16 +1,16 @@
 import pytest
 import torch
 
-from fedprune.config import ScheduleConfig
-from fedprune.pruning import (
-    Gradual,
-    OneShot,
+from fedprune.pruning.masks import (
     apply_mask_,
     full_mask,
     magnitude_mask,
     measure_sparsity,
     prunable_names,
 )
+from fedprune.pruning.schedules import SCHEDULES
+from fedprune.pruning.schedules.gradual import Gradual
+from fedprune.pruning.schedules.oneshot import OneShot
 
 
 def random_weights(seed: int = 0):
@@ -76,7 +76,7 @@ def test_apply_mask_and_measure():
 
 
 def test_gradual_schedule_follows_zhu_gupta():
-    schedule = Gradual(ScheduleConfig(kind="gradual", target=0.9, start_round=2, end_round=6))
+    schedule = Gradual(SCHEDULES["gradual"].params(target=0.9, start_round=2, end_round=6))
     targets = [schedule.target(r) for r in range(1, 9)]
     assert targets[0] == 0.0 and targets[1] == 0.0
     assert targets[5:] == [0.9, 0.9, 0.9]
@@ -85,5 +85,5 @@ def test_gradual_schedule_follows_zhu_gupta():
 
 
 def test_oneshot_schedule():
-    schedule = OneShot(ScheduleConfig(kind="oneshot", target=0.8, at_round=3))
+    schedule = OneShot(SCHEDULES["oneshot"].params(target=0.8, at_round=3))
     assert [schedule.target(r) for r in (1, 2, 3, 4)] == [0.0, 0.0, 0.8, 0.8]

@@ -18,11 +18,10 @@ import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
-from fedprune import engine
 from fedprune.cli import main
 from fedprune.config import ExperimentConfig, S3Config, parse_config
-from fedprune.data import ImageDataset, load_dataset
-from fedprune.store import (
+from fedprune.engine import local as engine
+from fedprune.io.store import (
     CorruptObject,
     LocalBackend,
     RunStore,
@@ -31,7 +30,8 @@ from fedprune.store import (
     model_from_bytes,
     open_backend,
 )
-from fedprune.tracking import Tracker, TrackingError
+from fedprune.tasks.datasets import ImageDataset, load_dataset
+from fedprune.tracking.mlflow import Tracker, TrackingError
 from tests.services import ACCESS_KEY, SECRET_KEY, SeaweedFS, free_ports
 
 TRAIN, TEST = 2000, 500

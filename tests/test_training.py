@@ -1,9 +1,8 @@
 import torch
 
-from fedprune.config import ClientConfig, ModelConfig
-from fedprune.models import build_model
-from fedprune.pruning import apply_mask_, full_mask, magnitude_mask, prunable_names
-from fedprune.training import evaluate, local_train
+from fedprune.pruning.masks import apply_mask_, full_mask, magnitude_mask, prunable_names
+from fedprune.tasks.models import MODELS, build_model
+from fedprune.training.local import ClientConfig, evaluate, local_train
 
 
 def synthetic(n: int = 256, seed: int = 0):
@@ -14,7 +13,7 @@ def synthetic(n: int = 256, seed: int = 0):
 
 
 def pruned_model(name: str, sparsity: float):
-    model = build_model(ModelConfig(name=name), (1, 28, 28), 10, seed=0)
+    model = build_model(MODELS[name].params(), (1, 28, 28), 10, seed=0)
     weights = dict(model.named_parameters())
     mask = magnitude_mask(
         weights, full_mask(weights, prunable_names(weights)), sparsity, "layerwise"
@@ -73,9 +72,9 @@ def test_fedprox_pulls_towards_the_global_model():
 
 
 def test_models_have_the_documented_shapes():
-    cnn = build_model(ModelConfig(name="cnn"), (1, 28, 28), 10, seed=0)
+    cnn = build_model(MODELS["cnn"].params(), (1, 28, 28), 10, seed=0)
     assert sum(p.numel() for p in cnn.parameters()) == 1_663_370  # FedAvg paper's CNN
-    mlp = build_model(ModelConfig(name="mlp"), (1, 28, 28), 10, seed=0)
+    mlp = build_model(MODELS["mlp"].params(), (1, 28, 28), 10, seed=0)
     assert sum(p.numel() for p in mlp.parameters()) == 199_210  # FedAvg paper's 2NN
-    lenet = build_model(ModelConfig(name="lenet5"), (1, 28, 28), 10, seed=0)
+    lenet = build_model(MODELS["lenet5"].params(), (1, 28, 28), 10, seed=0)
     assert lenet(torch.zeros(2, 1, 28, 28)).shape == (2, 10)

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from fedprune import steps
-from fedprune.compression import decode
 from fedprune.config import parse_config
-from fedprune.pruning import apply_mask_, magnitude_mask
+from fedprune.io.codec import decode
+from fedprune.pruning.masks import apply_mask_, magnitude_mask
 
 
 @pytest.mark.parametrize(
@@ -24,21 +24,17 @@ def test_vectorized_matches_sequential(mnist_small, model, client):
     }
     sequential_cfg = parse_config(raw)
     vectorized_cfg = parse_config({**raw, "client": {**client, "vectorize": True}})
-    torch_model = steps.new_model(sequential_cfg, mnist_small)
-    method = steps.pruning_method(torch_model, mnist_small, sequential_cfg)
     shards = [s[:150] for s in steps.partition_data(mnist_small, sequential_cfg)]  # unequal sizes
-    start = steps.init_global(torch_model, method, mnist_small, shards, sequential_cfg)
+    sequential = steps.Runtime.build(sequential_cfg, data=mnist_small, shards=shards)
+    vectorized = steps.Runtime.build(vectorized_cfg, data=mnist_small, shards=shards)
+    start = steps.init_global(sequential)
     start.mask = magnitude_mask(start.weights, start.mask, 0.7, "global")
     apply_mask_(start.weights, start.mask)
     payload = steps.broadcast(start, sequential_cfg)
     clients = [0, 2, 3, 5]
 
-    one_by_one = steps.train_clients(
-        torch_model, method, payload, mnist_small, shards, clients, 1, sequential_cfg
-    )
-    together = steps.train_clients(
-        torch_model, method, payload, mnist_small, shards, clients, 1, vectorized_cfg
-    )
+    one_by_one = steps.train_clients(sequential, payload, clients, 1)
+    together = steps.train_clients(vectorized, payload, clients, 1)
 
     assert [u.client for u in together] == clients
     assert [u.num_samples for u in together] == [u.num_samples for u in one_by_one]

@@ -3,7 +3,7 @@
 import pytest
 from mlflow.tracking import MlflowClient
 
-from fedprune import engine
+from fedprune.engine import local as engine
 
 
 def test_warm_start_continues_from_the_newest_published_model(make_config, mnist_small):

@@ -21,6 +21,7 @@ from fedprune.errors import UserError
 from fedprune.io.codec import CompressionConfig
 from fedprune.io.store import S3Config
 from fedprune.pruning.methods import METHODS
+from fedprune.pruning.schedules import SCHEDULES
 from fedprune.registry import Params
 from fedprune.strategies import STRATEGIES
 from fedprune.tasks.datasets import DATASETS
@@ -29,6 +30,11 @@ from fedprune.tasks.partitioners import PARTITIONERS
 from fedprune.training.local import ClientConfig
 
 Fraction = Annotated[float, Field(gt=0.0, le=1.0)]
+REGISTERED_DEFAULTS = {
+    registry.default: registry.tag
+    for registry in (METHODS, STRATEGIES, MODELS, PARTITIONERS, SCHEDULES)
+}
+"""Default entry → its tag key, to name the entry in messages when a config leaves it out."""
 CALLBACK = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
@@ -143,13 +149,43 @@ class ConfigError(UserError):
     """A config file that cannot be used; the message lists every offending field."""
 
 
-def format_errors(error: ValidationError) -> str:
+TAGS = ("method", "name", "kind")
+"""The keys that choose a registry entry (see `fedprune.registry`)."""
+
+
+def _field(loc: tuple, raw: object) -> tuple[str, str]:
+    """A dotted field as the user wrote it, and which entry it belongs to: pydantic puts the
+    chosen entry's name into the location of a tagged union (`pruning.feddst.every`); it is
+    left out of the path and named instead (`pruning.every`, "for method 'feddst'")."""
+    parts, chosen = [], ""
+    tagged = False  # right after a union's own entry name comes a key the user wrote
+    for part in loc:
+        if isinstance(raw, dict) and not tagged:
+            tag = next((t for t in TAGS if raw.get(t, None) == part), None)
+            if tag is None and part not in raw and part in REGISTERED_DEFAULTS:
+                tag = REGISTERED_DEFAULTS[part]  # the tag was left to its default
+            if tag is not None:
+                chosen, tagged = f" (for {tag} '{part}')", True
+                continue
+        tagged = False
+        parts.append(str(part))
+        raw = raw.get(part) if isinstance(raw, dict) else None
+    return ".".join(parts) or "(top level)", chosen
+
+
+def format_errors(error: ValidationError, raw: object) -> str:
     lines = []
     for item in error.errors():
-        field = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        field, chosen = _field(item["loc"], raw)
         message = item["msg"]
         if item["type"] == "extra_forbidden":
-            message = "unknown key (not a setting; check the spelling)"
+            message = f"unknown key{chosen} (not a setting; check the spelling)"
+        elif item["type"] == "union_tag_invalid":
+            tag = str(item["ctx"]["discriminator"]).strip("'")
+            field = f"{field}.{tag}" if field != "(top level)" else tag
+            message = f"unknown {item['ctx']['tag']!r}; registered: {item['ctx']['expected_tags']}"
+        elif chosen:
+            message += chosen
         lines.append(f"  {field}: {message}")
     return "\n".join(lines)
 
@@ -160,7 +196,7 @@ def parse_config(raw: object, source: str = "config") -> ExperimentConfig:
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as error:
-        raise ConfigError(f"{source} is invalid:\n{format_errors(error)}") from None
+        raise ConfigError(f"{source} is invalid:\n{format_errors(error, raw)}") from None
 
 
 def load_config(path: str | Path) -> ExperimentConfig:

@@ -67,3 +67,28 @@ class KubeflowConfig(Params):
     """PersistentVolumeClaim holding the data sets (`fedprune data fetch` output), mounted
     read-only-by-convention at `data_path` in every pod; the image does not carry data."""
     data_path: str = "/data"
+
+
+def dag_shape(cfg) -> dict[str, object]:
+    """The settings a compiled pipeline has fixed (rounds are unrolled, client groups fanned
+    out, pod settings written in): a run whose `config_json` changes any of them cannot run
+    as compiled, so its first task refuses it (`check_dag_shape`)."""
+    shape: dict[str, object] = {"rounds": cfg.rounds, "clients per round": cfg.clients_per_round()}
+    shape |= {f"kubeflow.{k}": v for k, v in cfg.kubeflow.model_dump(mode="json").items()}
+    return shape
+
+
+def check_dag_shape(cfg, compiled: dict[str, object]) -> None:
+    """Raise a ConfigError naming every DAG-shaping setting `cfg` changes from `compiled`."""
+    from fedprune.config import ConfigError
+
+    ours = dag_shape(cfg)
+    changed = sorted(k for k in ours.keys() | compiled.keys() if ours.get(k) != compiled.get(k))
+    if changed:
+        raise ConfigError(
+            "config_json changes settings the pipeline was compiled with: "
+            + ", ".join(
+                f"{k} ({compiled.get(k)!r} compiled, {ours.get(k)!r} given)" for k in changed
+            )
+            + "; recompile (`fedprune compile`) or submit the config instead"
+        )

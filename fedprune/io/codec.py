@@ -36,10 +36,10 @@ from typing import Literal
 
 import numpy as np
 import torch
-import zstandard
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from fedprune.io.mask_streams import decode_mask, mask_streams
 from fedprune.pruning.masks import Mask, Weights
 from fedprune.registry import Params
 
@@ -47,10 +47,6 @@ FORMAT_KEY, FORMAT_VERSION = "fedprune", "2"  # safetensors metadata: payload fo
 VALUE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "int8": torch.int8}
 VALUE_BITS = {"fp32": 32, "fp16": 16, "int8": 8}
 SCALE_BITS = 32  # one float32 scale per int8 tensor
-# zstd as an entropy coder: level 1 with the longest minimum match, so that few spurious matches
-# in near-random streams displace Huffman-coded literals (levels 3–9 do worse here; 19 is ~15×
-# slower for ≤1% gain)
-ZSTD_PARAMS = zstandard.ZstdCompressionParameters.from_level(1, min_match=7)
 _FP16_TINY = 2.0**-24  # smallest positive fp16 (subnormal)
 
 
@@ -104,78 +100,6 @@ def _value_bits(entry: dict) -> int:
     if "v" in entry:
         return VALUE_BITS[entry["v"]]
     return getattr(torch, entry["dtype"]).itemsize * 8
-
-
-# ---- mask streams -----------------------------------------------------------------------------
-
-
-def _narrowest(top: int) -> np.dtype:
-    return np.dtype("<u1" if top < 2**8 else "<u2" if top < 2**16 else "<u4")
-
-
-def _planes(a: np.ndarray, width: np.dtype) -> bytes:
-    """Byte planes apart (all low bytes, then the next, …): each plane has its own statistics."""
-    return a.astype(width).view(np.uint8).reshape(-1, width.itemsize).T.tobytes()
-
-
-def _unplanes(buf: bytes, width: np.dtype, count: int) -> np.ndarray:
-    planes = np.frombuffer(buf, np.uint8).reshape(width.itemsize, count)
-    return np.ascontiguousarray(planes.T).view(width).reshape(count).astype(np.int64)
-
-
-def _zstd(data: bytes) -> bytes:
-    return zstandard.ZstdCompressor(compression_params=ZSTD_PARAMS).compress(data)
-
-
-def _zstd_split(gaps: np.ndarray, k: int) -> tuple[bytes, dict]:
-    high = gaps >> k
-    width = _narrowest(int(high.max()) if high.size else 0)
-    frame = _zstd(_planes(high, width))
-    low = (gaps & ((1 << k) - 1))[:, None] >> np.arange(k - 1, -1, -1)
-    bits = np.packbits((low & 1).astype(np.uint8).reshape(-1)).tobytes()
-    return frame + bits, {"k": k, "w": width.itemsize, "z": len(frame)}
-
-
-def _mask_streams(keep: np.ndarray) -> dict[str, tuple[bytes, dict]]:
-    """Every codec's stream for one flat boolean mask, with the parameters to decode it."""
-    indices = np.flatnonzero(keep)
-    gaps = np.diff(indices, prepend=-1) - 1  # ≥ 0
-    width = _narrowest(int(gaps.max()) if gaps.size else 0)
-    bitmap = np.packbits(keep).tobytes()
-    streams = {
-        "bitmap": (bitmap, {}),
-        "delta": (gaps.astype(width).tobytes(), {"w": width.itemsize}),
-    }
-    if gaps.size:
-        # zstd over the bitmap (dense masks) or over Rice-split gaps (sparse ones); the Rice
-        # parameter that wins sits at or just below log2(mean gap)
-        top = max(0, int(math.log2(keep.size / gaps.size)))
-        zbitmap = _zstd(bitmap)
-        tries = [(zbitmap, {"k": -1, "z": len(zbitmap)})]
-        tries += [_zstd_split(gaps, k) for k in range(max(0, top - 3), top + 1)]
-        streams["zstd"] = min(tries, key=lambda s: len(s[0]))
-    return streams
-
-
-def _decode_mask(stream: bytes, codec: str, params: dict, numel: int, kept: int) -> np.ndarray:
-    if codec == "bitmap":
-        return np.unpackbits(np.frombuffer(stream, np.uint8), count=numel).astype(bool)
-    if codec == "delta":
-        gaps = np.frombuffer(stream, np.dtype(f"<u{params['w']}")).astype(np.int64)
-    elif codec == "zstd" and params["k"] < 0:
-        bitmap = zstandard.ZstdDecompressor().decompress(stream)
-        return np.unpackbits(np.frombuffer(bitmap, np.uint8), count=numel).astype(bool)
-    elif codec == "zstd":
-        k, width, split = params["k"], np.dtype(f"<u{params['w']}"), params["z"]
-        high = _unplanes(zstandard.ZstdDecompressor().decompress(stream[:split]), width, kept)
-        bits = np.unpackbits(np.frombuffer(stream[split:], np.uint8), count=kept * k)
-        low = bits.reshape(kept, k).astype(np.int64) @ (1 << np.arange(k - 1, -1, -1))
-        gaps = (high << k) | low
-    else:
-        raise ValueError(f"unknown mask codec {codec!r}")
-    keep = np.zeros(numel, dtype=bool)
-    keep[np.cumsum(gaps + 1) - 1] = True
-    return keep
 
 
 # ---- payloads ---------------------------------------------------------------------------------
@@ -255,7 +179,7 @@ def _encode(
             entry["c"] = "values"
             tensors[f"{name}:v"] = kept_values
             continue
-        streams = _mask_streams(flat_keep) if cfg.encoding == "sparse" else {}
+        streams = mask_streams(flat_keep) if cfg.encoding == "sparse" else {}
         codec = min(streams, key=lambda c: len(streams[c][0]), default=None)
         dense_bytes = stored.numel() * stored.element_size()
         sparse_bytes = kept_values.numel() * stored.element_size()
@@ -330,7 +254,7 @@ def decode(payload: bytes, known_mask: Mask | None = None) -> tuple[Weights, Mas
         else:
             stream = tensors[f"{name}:m"].numpy().tobytes()
             numel = math.prod(shape)
-            keep = torch.from_numpy(_decode_mask(stream, entry["m"], entry, numel, entry["n"]))
+            keep = torch.from_numpy(decode_mask(stream, entry["m"], entry, numel, entry["n"]))
         flat = torch.zeros(keep.numel(), dtype=dtype)
         flat[keep] = values
         weights[name] = flat.reshape(shape)

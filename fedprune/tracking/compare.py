@@ -6,6 +6,7 @@ from the local and the Kubeflow engine, or from different machines, compare alik
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from itertools import accumulate
 
@@ -16,7 +17,8 @@ from fedprune.tracking.mlflow import TrackingError, tracking_errors
 class RunSummary:
     run_id: str
     method: str
-    target_sparsity: float
+    sparsity: float
+    """The sparsity the run reached (its last round's), not its schedule's target."""
     final: float
     best: float
     mb_uploaded: float
@@ -59,7 +61,7 @@ def summarise(
                 RunSummary(
                     run_id=run.info.run_id,
                     method=run.data.tags.get("method", "?"),
-                    target_sparsity=float(run.data.params.get("pruning.schedule.target", "nan")),
+                    sparsity=run.data.metrics.get("sparsity", math.nan),
                     final=curve[-1],
                     best=max(curve),
                     mb_uploaded=sum(uploads.values()) / 1e6,

@@ -1,12 +1,5 @@
 """Pruning methods, one file each, registered by name (`pruning.method`)."""
 
-from fedprune.pruning.methods import (  # noqa: F401 (each module registers its method)
-    feddst,
-    lottery,
-    magnitude,
-    prunefl,
-    structured,
-)
 from fedprune.pruning.methods.base import (
     METHODS,
     Method,
@@ -16,6 +9,7 @@ from fedprune.pruning.methods.base import (
     RoundInputs,
     Trainer,
 )
+from fedprune.registry import import_entries
 
 __all__ = [
     "METHODS",
@@ -26,3 +20,5 @@ __all__ = [
     "RoundInputs",
     "Trainer",
 ]
+
+import_entries(__name__, __path__)  # every module here registers one entry

@@ -1,7 +1,7 @@
 """Sparsity schedules, one file each, registered by `kind`."""
 
-from fedprune.pruning.schedules import gradual, iterative, none, oneshot  # noqa: F401 (register)
 from fedprune.pruning.schedules.base import SCHEDULES, Schedule
+from fedprune.registry import import_entries
 
 
 def schedule_for(params) -> Schedule:
@@ -10,3 +10,5 @@ def schedule_for(params) -> Schedule:
 
 
 __all__ = ["SCHEDULES", "Schedule", "schedule_for"]
+
+import_entries(__name__, __path__)  # every module here registers one entry

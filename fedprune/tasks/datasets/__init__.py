@@ -1,6 +1,6 @@
 """Data sets, one file each, registered by name (`data.dataset`)."""
 
-from fedprune.tasks.datasets import fashion_mnist, mnist  # noqa: F401 (each registers itself)
+from fedprune.registry import import_entries
 from fedprune.tasks.datasets.base import (
     DATASETS,
     DataError,
@@ -24,3 +24,5 @@ __all__ = [
     "load_dataset",
     "read_idx",
 ]
+
+import_entries(__name__, __path__)  # every module here registers one entry

@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fedprune.registry import Params
-from fedprune.tasks.models import cnn, lenet5, mlp  # noqa: F401 (each module registers its model)
+from fedprune.registry import Params, import_entries
 from fedprune.tasks.models.base import MODELS
 
 
@@ -19,3 +18,5 @@ def build_model(
 
 
 __all__ = ["MODELS", "build_model"]
+
+import_entries(__name__, __path__)  # every module here registers one entry

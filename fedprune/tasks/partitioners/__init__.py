@@ -4,13 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedprune.registry import Params
-from fedprune.tasks.partitioners import (  # noqa: F401 (each module registers its partitioner)
-    dirichlet,
-    iid,
-    quantity_skew,
-    shards,
-)
+from fedprune.registry import Params, import_entries
 from fedprune.tasks.partitioners.base import PARTITIONERS, Partition, PartitionError
 
 
@@ -24,3 +18,5 @@ def partition(labels: np.ndarray, num_clients: int, params: Params, seed: int) -
 
 
 __all__ = ["PARTITIONERS", "Partition", "PartitionError", "partition"]
+
+import_entries(__name__, __path__)  # every module here registers one entry
