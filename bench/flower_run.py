@@ -111,7 +111,7 @@ def flower_run(cfg: ExperimentConfig, threads: int) -> float:
         if server_round == 0:  # W tests after every round, not the initial model
             return None
         model.load_state_dict(arrays.to_torch_state_dict())
-        result = evaluate(model, data.x_test, data.y_test, cfg.eval.batch_size)
+        result = evaluate(model, data.x_test, data.y_test, batch_size=cfg.eval.batch_size)
         accuracies.append(result.accuracy)
         return MetricRecord({"accuracy": result.accuracy, "loss": result.loss})
 

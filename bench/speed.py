@@ -83,7 +83,9 @@ def bare_floor(cfg: ExperimentConfig, data: ImageDataset) -> float:
         global_state = total
         model.load_state_dict(global_state)
         started = time.perf_counter()
-        accuracy = evaluate(model, data.x_test, data.y_test, cfg.eval.batch_size).accuracy
+        accuracy = evaluate(
+            model, data.x_test, data.y_test, batch_size=cfg.eval.batch_size
+        ).accuracy
         EvalClock.seconds += time.perf_counter() - started
     return accuracy
 

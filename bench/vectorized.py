@@ -70,7 +70,7 @@ def main() -> None:
         runs = {
             "sequential": lambda s=shards: sequential(model, start, mask, x, y, s, cfg),
             "vectorised": lambda s=shards: train_together(
-                model, start, mask, x, y, s, generators(len(s)), cfg
+                model, start, mask, x=x, y=y, shards=s, generators=generators(len(s)), cfg=cfg
             )[0],
         }
         for run in runs.values():
@@ -95,7 +95,14 @@ def sequential(model, start, mask, x, y, shards, cfg) -> list[dict[str, torch.Te
     out = []
     for rows, generator in zip(shards, generators(len(shards)), strict=True):
         model.load_state_dict(start)
-        local_train(model, mask, x[rows.to(x.device)], y[rows.to(x.device)], cfg, generator)
+        local_train(
+            model,
+            mask,
+            x=x[rows.to(x.device)],
+            y=y[rows.to(x.device)],
+            cfg=cfg,
+            generator=generator,
+        )
         out.append({n: t.detach().clone().cpu() for n, t in model.state_dict().items()})
     return out
 

@@ -127,7 +127,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from fedprune.tracking.compare import summarise
     from fedprune.tracking.plots import plot_lines
 
-    runs = summarise(args.tracking, args.experiment, args.metric, args.target)
+    runs = summarise(
+        args.tracking, experiment=args.experiment, metric=args.metric, target=args.target
+    )
     title = args.experiment or "all experiments"
     table = Table(title=f"{title}: runs by final {args.metric}", show_edge=False)
     columns = ("run", "method", "sparsity", "final", "best", "MB up", f"to {args.target:g}")
@@ -150,7 +152,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     lines = {
         f"{r.run_id[:8]} {r.method} {r.sparsity:.0%}": (r.cumulative_mb, r.curve) for r in runs
     }
-    plot_lines(lines, "cumulative MB uploaded", args.metric, title, args.plot)
+    plot_lines(
+        lines, xlabel="cumulative MB uploaded", ylabel=args.metric, title=title, path=args.plot
+    )
     console.print(f"plot: {args.plot}")
     return 0
 

@@ -38,7 +38,13 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from pipelines.submit import submit
 
     cfg = load_config(args.config)
-    run = submit(cfg, args.host, args.experiment, args.namespace, args.run_name)
+    run = submit(
+        cfg,
+        args.host,
+        experiment=args.experiment,
+        namespace=args.namespace,
+        run_name=args.run_name,
+    )
     console.print(f"submitted run {run.id}\n{run.url}")
     return 0
 
@@ -66,7 +72,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
         cfg,
         args.host,
         args.cron,
-        args.max_concurrency,
+        max_concurrency=args.max_concurrency,
         catchup=not args.no_catchup,
         experiment=args.experiment,
         namespace=args.namespace,

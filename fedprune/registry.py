@@ -50,7 +50,7 @@ class Registry(Generic[T]):
     `kind` names the extension point in messages; `tag` is the config key that chooses an
     entry (`method`, `name`, `kind`); `default` the entry a config gets when it names none."""
 
-    def __init__(self, kind: str, tag: str, default: str, base: type[Params] = Params):
+    def __init__(self, kind: str, *, tag: str, default: str, base: type[Params] = Params):
         self.kind, self.tag, self.default, self.base = kind, tag, default, base
         self._entries: dict[str, Entry[T]] = {}
 

@@ -33,7 +33,7 @@ def group_count(cfg: ExperimentConfig) -> int:
     return math.ceil(cfg.clients_per_round() / cfg.kubeflow.clients_per_pod)
 
 
-def _pod(task: PipelineTask, cfg: ExperimentConfig, resources: ResourcesConfig, timeout_s: int):
+def _pod(task: PipelineTask, cfg: ExperimentConfig, *, resources: ResourcesConfig, timeout_s: int):
     """Settings every pod gets: resources, a deadline, credentials by reference, no caching
     (steps log to MLflow, so a cached step would silently skip its logging)."""
     task.set_cpu_request(resources.cpu_request).set_cpu_limit(resources.cpu_limit)
@@ -79,7 +79,9 @@ def build_pipeline(cfg: ExperimentConfig) -> BaseComponent:
         sent = step["broadcast"](
             config_json=config_json, run_id=run_id, global_model=global_model, round_=round_
         )
-        _pod(sent.set_display_name("broadcast"), cfg, light, kf.client_timeout_s)
+        _pod(
+            sent.set_display_name("broadcast"), cfg, resources=light, timeout_s=kf.client_timeout_s
+        )
         with dsl.ParallelFor(items=groups, parallelism=kf.parallelism) as group:
             trained = step["train_group"](
                 config_json=config_json,
@@ -88,14 +90,14 @@ def build_pipeline(cfg: ExperimentConfig) -> BaseComponent:
                 shards=shards,
                 group=group,
             )
-            _pod(trained, cfg, kf.client_resources, kf.client_timeout_s)
+            _pod(trained, cfg, resources=kf.client_resources, timeout_s=kf.client_timeout_s)
             trained.set_retry(num_retries=kf.client_retries, backoff_duration="30s")
         combined = step["aggregate"](
             config_json=config_json,
             message=sent.outputs["message"],
             updates=dsl.Collected(trained.outputs["updates"]),
         )
-        _pod(combined, cfg, kf.aggregator.resources, kf.aggregator.timeout_s)
+        _pod(combined, cfg, resources=kf.aggregator.resources, timeout_s=kf.aggregator.timeout_s)
         if kf.aggregator.device == "gpu":
             _on_gpu(combined, cfg)
         scored = step["evaluate"](
@@ -105,7 +107,7 @@ def build_pipeline(cfg: ExperimentConfig) -> BaseComponent:
             updates=dsl.Collected(trained.outputs["updates"]),  # one Collected per consumer
             model=combined.outputs["model"],
         )
-        _pod(scored, cfg, kf.client_resources, kf.client_timeout_s)
+        _pod(scored, cfg, resources=kf.client_resources, timeout_s=kf.client_timeout_s)
         return combined.outputs["model"]
 
     @dsl.pipeline(
@@ -115,13 +117,13 @@ def build_pipeline(cfg: ExperimentConfig) -> BaseComponent:
     def federated_pruning(config_json: str = cfg.model_dump_json()) -> Model:
         compiled = json.dumps(dag_shape(cfg))  # a constant: the run-time config must match it
         setup_task = step["setup"](config_json=config_json, compiled_shape=compiled)
-        run = _pod(setup_task, cfg, light, kf.client_timeout_s)
+        run = _pod(setup_task, cfg, resources=light, timeout_s=kf.client_timeout_s)
         shards = step["partition"](config_json=config_json)
-        _pod(shards, cfg, light, kf.client_timeout_s)
+        _pod(shards, cfg, resources=light, timeout_s=kf.client_timeout_s)
         model = step["init_model"](
             config_json=config_json, run_id=run.output, shards=shards.outputs["shards"]
         )
-        _pod(model, cfg, light, kf.client_timeout_s)
+        _pod(model, cfg, resources=light, timeout_s=kf.client_timeout_s)
         current = model.outputs["model"]
         for round_ in range(1, cfg.rounds + 1):
             task = fl_round(
@@ -133,7 +135,7 @@ def build_pipeline(cfg: ExperimentConfig) -> BaseComponent:
             ).set_display_name(f"round {round_}")
             current = task.output
         final = step["finalise"](config_json=config_json, run_id=run.output, model=current)
-        _pod(final, cfg, light, kf.client_timeout_s)
+        _pod(final, cfg, resources=light, timeout_s=kf.client_timeout_s)
         return final.outputs["final_model"]
 
     return federated_pruning

@@ -87,6 +87,7 @@ def _compiled(cfg: ExperimentConfig, folder: str) -> str:
 def submit(
     cfg: ExperimentConfig,
     host: str,
+    *,
     experiment: str | None = None,
     namespace: str | None = None,
     run_name: str | None = None,
@@ -107,6 +108,7 @@ def schedule(
     cfg: ExperimentConfig,
     host: str,
     cron: str,
+    *,
     max_concurrency: int = 1,
     catchup: bool = True,
     experiment: str | None = None,

@@ -30,7 +30,7 @@ def sparse_model(sparsity: float, seed: int = 0):
         "fc.weight": torch.randn(200, 784, generator=g),
         "fc.bias": torch.randn(200, generator=g),
     }
-    mask = magnitude_mask(weights, full_mask(weights, ["fc.weight"]), sparsity, "global")
+    mask = magnitude_mask(weights, full_mask(weights, ["fc.weight"]), sparsity, scope="global")
     apply_mask_(weights, mask)
     return weights, mask
 
@@ -83,7 +83,7 @@ def test_every_mask_codec_round_trips_exactly(density):
     from fedprune.io.mask_streams import decode_mask
 
     for codec, (stream, params) in mask_streams(keep).items():
-        back = decode_mask(stream, codec, params, keep.size, int(keep.sum()))
+        back = decode_mask(stream, codec, params=params, numel=keep.size, kept=int(keep.sum()))
         assert np.array_equal(back, keep), codec
 
 

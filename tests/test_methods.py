@@ -71,7 +71,7 @@ def test_client_side_pruning_uploads_at_the_target(make_config, mnist_small):
     cfg = make_config(pruning=METHODS["magnitude-client"])
     rt = steps.Runtime.build(cfg, data=mnist_small)
     payload = steps.broadcast(steps.init_global(rt), cfg)
-    for update in steps.train_clients(rt, payload, [0, 1], 1):
+    for update in steps.train_clients(rt, payload, [0, 1], round_=1):
         _, mask = decode(update.payload)
         kept = sum(int(m.sum()) for m in mask.values())
         assert 1 - kept / sum(m.numel() for m in mask.values()) == pytest.approx(0.8, abs=1e-5)
@@ -104,13 +104,17 @@ def test_lottery_rewinds_the_survivors_to_their_initial_values(mnist_small):
     trained = {n: t + 0.01 for n, t in method.ctx.model.state_dict().items()}
     mask = full_mask(trained, prunable_names(trained))
     inputs = RoundInputs(encode(trained, mask, cfg.compression))  # what the clients started from
-    weights, new_mask = method.server(trained, mask, 1, inputs)  # target 0 → 0.5: prune + rewind
+    weights, new_mask = method.server(
+        trained, mask, round_=1, inputs=inputs
+    )  # target 0 → 0.5: prune + rewind
     for name, keep in new_mask.items():
         assert torch.equal(weights[name][keep], method.initial[name][keep])
         assert not weights[name][~keep].any()
     targets = [schedule_for(cfg.pruning.schedule).target(r) for r in range(1, 6)]
     assert targets == [0.5, 0.75, 0.8, 0.8, 0.8]
-    unchanged, kept = method.server(trained, new_mask, 4, inputs)  # target stays: no rewind
+    unchanged, kept = method.server(
+        trained, new_mask, round_=4, inputs=inputs
+    )  # target stays: no rewind
     assert unchanged is trained and kept is new_mask
 
 
@@ -120,7 +124,9 @@ def test_structured_pruning_really_shrinks_and_computes_the_same(model_name):
     model = MODELS.get(model_name)((1, 28, 28), 10, MODELS[model_name].params())
     weights = {n: t.clone() for n, t in model.state_dict().items()}
     graph = ChannelGraph.of(model, (1, 28, 28))
-    mask = structured_mask(graph, weights, full_mask(weights, prunable_names(weights, True)), 0.75)
+    mask = structured_mask(
+        graph, weights, full_mask(weights, prunable_names(weights, True)), sparsity=0.75
+    )
     apply_mask_(weights, mask)
     small = shrink(graph, weights, mask)
     model.load_state_dict(weights)

@@ -111,15 +111,19 @@ def test_a_client_prunes_only_when_accurate_enough_and_rewinds(
     method = steps.Runtime.build(personal_cfg, data=mnist_small).method
     trained = {n: t + 0.01 for n, t in method.ctx.model.state_dict().items()}
     mask = full_mask(trained, prunable_names(trained))
-    kept, same = method.client_start(trained, mask, 1, lambda w: 0.0)  # threshold 0: prune
+    kept, same = method.client_start(
+        trained, mask, round_=1, accuracy=lambda w: 0.0
+    )  # threshold 0: prune
     assert _sparsity(same) == pytest.approx(0.5, abs=1e-5)
     for name, keep in same.items():
         assert torch.equal(kept[name][keep], method.initial[name][keep])
     strict = make_config(pruning={**LOTTERY, "accuracy_threshold": 0.9})
     picky = steps.Runtime.build(strict, data=mnist_small).method
-    weights, unchanged = picky.client_start(trained, mask, 1, lambda w: 0.89)
+    weights, unchanged = picky.client_start(trained, mask, round_=1, accuracy=lambda w: 0.89)
     assert unchanged is mask and all(torch.equal(weights[n], trained[n]) for n in mask)
-    _, capped = method.client_start(trained, same, 1, lambda w: 1.0)  # at round 1's target
+    _, capped = method.client_start(
+        trained, same, round_=1, accuracy=lambda w: 1.0
+    )  # at round 1's target
     assert capped is same
 
 

@@ -31,7 +31,9 @@ def test_biases_are_not_prunable_by_default():
 @pytest.mark.parametrize("sparsity", [0.1, 0.5, 0.8, 0.95])
 def test_global_pruning_keeps_exactly_the_largest(sparsity):
     weights = random_weights()
-    mask = magnitude_mask(weights, full_mask(weights, ["a.weight", "b.weight"]), sparsity, "global")
+    mask = magnitude_mask(
+        weights, full_mask(weights, ["a.weight", "b.weight"]), sparsity, scope="global"
+    )
     kept = torch.cat([weights[n][mask[n]].abs() for n in mask])
     dropped = torch.cat([weights[n][~mask[n]].abs() for n in mask])
     total = sum(m.numel() for m in mask.values())
@@ -41,7 +43,9 @@ def test_global_pruning_keeps_exactly_the_largest(sparsity):
 
 def test_layerwise_pruning_hits_target_in_every_layer():
     weights = random_weights()
-    mask = magnitude_mask(weights, full_mask(weights, ["a.weight", "b.weight"]), 0.7, "layerwise")
+    mask = magnitude_mask(
+        weights, full_mask(weights, ["a.weight", "b.weight"]), 0.7, scope="layerwise"
+    )
     for name, keep in mask.items():
         assert (~keep).sum() == round(0.7 * keep.numel())
         assert weights[name][keep].abs().min() > weights[name][~keep].abs().max()
@@ -49,17 +53,19 @@ def test_layerwise_pruning_hits_target_in_every_layer():
 
 def test_global_pruning_prunes_small_scale_layer_more():
     weights = random_weights()
-    mask = magnitude_mask(weights, full_mask(weights, ["a.weight", "b.weight"]), 0.5, "global")
+    mask = magnitude_mask(
+        weights, full_mask(weights, ["a.weight", "b.weight"]), 0.5, scope="global"
+    )
     assert (~mask["a.weight"]).float().mean() > (~mask["b.weight"]).float().mean()
 
 
 def test_pruning_never_revives_a_pruned_weight():
     weights = random_weights()
     names = ["a.weight", "b.weight"]
-    first = magnitude_mask(weights, full_mask(weights, names), 0.5, "global")
+    first = magnitude_mask(weights, full_mask(weights, names), 0.5, scope="global")
     grown = {n: w.clone() for n, w in weights.items()}
     grown["a.weight"][~first["a.weight"]] = 100.0  # large, but already pruned
-    second = magnitude_mask(grown, first, 0.6, "global")
+    second = magnitude_mask(grown, first, 0.6, scope="global")
     for name in names:
         assert not (second[name] & ~first[name]).any()
     assert measure_sparsity(grown, second).sparsity == pytest.approx(0.6, abs=1e-3)
@@ -67,7 +73,9 @@ def test_pruning_never_revives_a_pruned_weight():
 
 def test_apply_mask_and_measure():
     weights = random_weights()
-    mask = magnitude_mask(weights, full_mask(weights, ["a.weight", "b.weight"]), 0.8, "global")
+    mask = magnitude_mask(
+        weights, full_mask(weights, ["a.weight", "b.weight"]), 0.8, scope="global"
+    )
     apply_mask_(weights, mask)
     report = measure_sparsity(weights, mask)
     assert report.sparsity == pytest.approx(0.8, abs=1e-3)

@@ -16,7 +16,7 @@ def pruned_model(name: str, sparsity: float):
     model = build_model(MODELS[name].params(), (1, 28, 28), 10, seed=0)
     weights = dict(model.named_parameters())
     mask = magnitude_mask(
-        weights, full_mask(weights, prunable_names(weights)), sparsity, "layerwise"
+        weights, full_mask(weights, prunable_names(weights)), sparsity, scope="layerwise"
     )
     apply_mask_(weights, mask)
     return model, mask
@@ -28,7 +28,9 @@ def test_pruned_weights_stay_exactly_zero_during_training():
         model, mask = pruned_model(name, 0.7)
         cfg = ClientConfig(epochs=2, lr=0.1, momentum=0.9, weight_decay=1e-3, prox_mu=0.1)
         before = {n: p.detach().clone() for n, p in model.named_parameters()}
-        local_train(model, mask, x[:64], y[:64], cfg, torch.Generator().manual_seed(0))
+        local_train(
+            model, mask, x=x[:64], y=y[:64], cfg=cfg, generator=torch.Generator().manual_seed(0)
+        )
         for param_name, param in model.named_parameters():
             if param_name in mask:
                 assert (param[~mask[param_name]] == 0).all(), f"{name}.{param_name} revived"
@@ -42,11 +44,10 @@ def test_training_lowers_loss_and_is_seeded():
     results = []
     for _ in range(2):
         model, mask = pruned_model("mlp", 0.5)
-        start = evaluate(model, x, y, 128).loss
-        local_train(
-            model, mask, x, y, ClientConfig(epochs=5, lr=0.05), torch.Generator().manual_seed(3)
-        )
-        results.append(evaluate(model, x, y, 128).loss)
+        start = evaluate(model, x, y, batch_size=128).loss
+        cfg = ClientConfig(epochs=5, lr=0.05)
+        local_train(model, mask, x=x, y=y, cfg=cfg, generator=torch.Generator().manual_seed(3))
+        results.append(evaluate(model, x, y, batch_size=128).loss)
         assert results[-1] < start
     assert results[0] == results[1]
 
@@ -60,10 +61,10 @@ def test_fedprox_pulls_towards_the_global_model():
         local_train(
             model,
             mask,
-            x,
-            y,
-            ClientConfig(epochs=3, lr=0.05, prox_mu=mu),
-            torch.Generator().manual_seed(1),
+            x=x,
+            y=y,
+            cfg=ClientConfig(epochs=3, lr=0.05, prox_mu=mu),
+            generator=torch.Generator().manual_seed(1),
         )
         drift[mu] = sum(
             float((p.detach() - anchor[n]).norm() ** 2) for n, p in model.named_parameters()

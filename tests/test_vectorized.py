@@ -28,13 +28,13 @@ def test_vectorized_matches_sequential(mnist_small, model, client):
     sequential = steps.Runtime.build(sequential_cfg, data=mnist_small, shards=shards)
     vectorized = steps.Runtime.build(vectorized_cfg, data=mnist_small, shards=shards)
     start = steps.init_global(sequential)
-    start.mask = magnitude_mask(start.weights, start.mask, 0.7, "global")
+    start.mask = magnitude_mask(start.weights, start.mask, 0.7, scope="global")
     apply_mask_(start.weights, start.mask)
     payload = steps.broadcast(start, sequential_cfg)
     clients = [0, 2, 3, 5]
 
-    one_by_one = steps.train_clients(sequential, payload, clients, 1)
-    together = steps.train_clients(vectorized, payload, clients, 1)
+    one_by_one = steps.train_clients(sequential, payload, clients, round_=1)
+    together = steps.train_clients(vectorized, payload, clients, round_=1)
 
     assert [u.client for u in together] == clients
     assert [u.num_samples for u in together] == [u.num_samples for u in one_by_one]

@@ -20,5 +20,7 @@ def aggregate(
     received = read_updates([u.path for u in updates])
     combined = steps.aggregate(received, cfg, device)
     rt = steps.Runtime.build(cfg, with_data=False)  # the method needs the model, not the data
-    chosen = steps.server_prune(combined, received, rt.method, broadcast.round, broadcast.payload)
+    chosen = steps.server_prune(
+        combined, received, rt.method, round_=broadcast.round, broadcast=broadcast.payload
+    )
     write_model(model.path, chosen)

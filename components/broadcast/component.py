@@ -23,5 +23,5 @@ def broadcast(
     cfg = parse_config(json.loads(config_json))
     rt = steps.Runtime.build(cfg, with_data=False)
     state = ClientState.after(run_store(cfg, run_id), round_ - 1)
-    plan = plan_round(rt, read_model(global_model.path), state, round_)
+    plan = plan_round(rt, read_model(global_model.path), state, round_=round_)
     write_broadcast(message.path, plan)

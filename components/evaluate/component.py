@@ -30,8 +30,8 @@ def evaluate(
     result = conclude_round(
         rt,
         plan,
-        read_updates([u.path for u in updates]),
-        read_model(model.path),
+        updates=read_updates([u.path for u in updates]),
+        candidate=read_model(model.path),
         state=ClientState.after(store, plan.round - 1),
         history=history_until(store, plan.round - 1),
         store=store,

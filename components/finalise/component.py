@@ -22,5 +22,8 @@ def finalise(config_json: str, run_id: str, model: Input[Model], final_model: Ou
     final = read_model(model.path)
     rt = steps.Runtime.build(cfg, with_data=False)  # the method needs the model, not the data
     costs = final_costs(rt, final, ClientState.after(store, cfg.rounds))
-    finish(store, tracker, final, history_until(store, cfg.rounds), costs, cfg.experiment)
+    history = history_until(store, cfg.rounds)
+    finish(
+        store, tracker, global_model=final, history=history, costs=costs, experiment=cfg.experiment
+    )
     tracker.finish()

@@ -28,7 +28,8 @@ def train_group(
     state = (
         ClientState.after(run_store(cfg, run_id), plan.round - 1) if rt.method.personal else None
     )
-    personal = client_starts(rt, state, plan, clients) if state else {}
+    personal = client_starts(rt, state, plan, clients=clients) if state else {}
     write_updates(
-        updates.path, steps.train_clients(rt, plan.payload, clients, plan.round, personal)
+        updates.path,
+        steps.train_clients(rt, plan.payload, clients, round_=plan.round, personal=personal),
     )

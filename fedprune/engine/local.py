@@ -84,21 +84,24 @@ def resume_state(
 
 
 def train_round(
-    rt: steps.Runtime, pool: ClientPool | None, plan: RoundPlan, state: ClientState
+    rt: steps.Runtime, pool: ClientPool | None, plan: RoundPlan, *, state: ClientState
 ) -> Iterator[list[ClientUpdate]]:
     """The round's client updates in client order, in batches as they finish: one client at
     a time in this process, all at once when vectorised, or from the worker pool."""
-    payload, personal = plan.payload, client_starts(rt, state, plan, plan.clients)
+    payload, personal = plan.payload, client_starts(rt, state, plan, clients=plan.clients)
     if pool is not None:
-        yield from ([u] for u in pool.train(payload, plan.clients, plan.round, personal))
+        yield from (
+            [u] for u in pool.train(payload, plan.clients, round_=plan.round, personal=personal)
+        )
         return
     groups = [plan.clients] if rt.cfg.client.vectorize else [[c] for c in plan.clients]
     for group in groups:
-        yield steps.train_clients(rt, payload, group, plan.round, personal)
+        yield steps.train_clients(rt, payload, group, round_=plan.round, personal=personal)
 
 
 def run_experiment(
     cfg: ExperimentConfig,
+    *,
     data: ImageDataset | None = None,
     progress: Progress | None = None,
     resume: str | None = None,
@@ -141,18 +144,20 @@ def run_experiment(
             progress.round_done(metrics)
         state = ClientState.after(store, len(history))
         for round_ in range(len(history) + 1, cfg.rounds + 1):
-            plan = plan_round(rt, global_model, state, round_)
+            plan = plan_round(rt, global_model, state, round_=round_)
             updates = []
-            for batch in train_round(rt, pool, plan, state):
+            for batch in train_round(rt, pool, plan, state=state):
                 updates += batch
                 progress.client_done(len(batch))
             combined = steps.aggregate(updates, cfg)
-            candidate = steps.server_prune(combined, updates, rt.method, round_, plan.payload)
+            candidate = steps.server_prune(
+                combined, updates, rt.method, round_=round_, broadcast=plan.payload
+            )
             metrics = conclude_round(
                 rt,
                 plan,
-                updates,
-                candidate,
+                updates=updates,
+                candidate=candidate,
                 state=state,
                 history=history,
                 store=store,
@@ -163,7 +168,14 @@ def run_experiment(
             tracker.log_metrics(metrics.flat(), step=round_)
             progress.round_done(metrics)
         costs = final_costs(rt, global_model, state)
-        finish(store, tracker, global_model, history, costs, cfg.experiment)
+        finish(
+            store,
+            tracker,
+            global_model=global_model,
+            history=history,
+            costs=costs,
+            experiment=cfg.experiment,
+        )
     except BaseException as error:
         tracker.abandon("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
         raise

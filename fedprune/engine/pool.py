@@ -9,6 +9,7 @@ the pool never oversubscribes the cores.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 
@@ -24,15 +25,17 @@ from fedprune.tasks.partitioners import Partition
 _worker: dict[str, steps.Runtime] = {}
 
 
-def _start(cfg: ExperimentConfig, data: ImageDataset, shards: Partition, threads: int) -> None:
+def _start(*, cfg: ExperimentConfig, data: ImageDataset, shards: Partition, threads: int) -> None:
     torch.set_num_threads(threads)
     _worker["rt"] = steps.Runtime.build(cfg, data=data, shards=shards)
 
 
 def _train(
-    payload: bytes, client: int, round_: int, personal: dict[int, steps.Personal]
+    payload: bytes, client: int, *, round_: int, personal: dict[int, steps.Personal]
 ) -> ClientUpdate:
-    (update,) = steps.train_clients(_worker["rt"], payload, [client], round_, personal)
+    (update,) = steps.train_clients(
+        _worker["rt"], payload, [client], round_=round_, personal=personal
+    )
     return update
 
 
@@ -46,14 +49,20 @@ class ClientPool:
         self.executor = ProcessPoolExecutor(
             workers,
             mp_context=torch_mp.get_context("spawn"),  # fork after OpenMP started can hang
-            initializer=_start,
-            initargs=(rt.cfg, rt.data, rt.shards, threads_per_worker(workers)),
+            initializer=functools.partial(
+                _start,
+                cfg=rt.cfg,
+                data=rt.data,
+                shards=rt.shards,
+                threads=threads_per_worker(workers),
+            ),
         )
 
     def train(
         self,
         payload: bytes,
         clients: list[int],
+        *,
         round_: int,
         personal: dict[int, steps.Personal],
     ) -> Iterator[ClientUpdate]:
@@ -61,7 +70,11 @@ class ClientPool:
         clients' own masks and downloads, LotteryFL)."""
         futures = [
             self.executor.submit(
-                _train, payload, c, round_, {c: personal[c]} if c in personal else {}
+                _train,
+                payload,
+                c,
+                round_=round_,
+                personal={c: personal[c]} if c in personal else {},
             )
             for c in clients
         ]

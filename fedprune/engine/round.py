@@ -40,7 +40,7 @@ def personal_masks(state: ClientState, clients: list[int]) -> dict[int, Mask]:
 
 
 def plan_round(
-    rt: Runtime, global_model: GlobalModel, state: ClientState, round_: int
+    rt: Runtime, global_model: GlobalModel, state: ClientState, *, round_: int
 ) -> RoundPlan:
     started = time.time()
     clients = steps.sample_clients(rt.cfg, round_)
@@ -57,7 +57,7 @@ def plan_round(
 
 
 def client_starts(
-    rt: Runtime, state: ClientState, plan: RoundPlan, clients: list[int]
+    rt: Runtime, state: ClientState, plan: RoundPlan, *, clients: list[int]
 ) -> dict[int, steps.Personal]:
     """What `clients` (some of the plan's) keep of their own when they start (LotteryFL)."""
     if not rt.method.personal:
@@ -68,9 +68,9 @@ def client_starts(
 def conclude_round(
     rt: Runtime,
     plan: RoundPlan,
+    *,
     updates: list[ClientUpdate],
     candidate: GlobalModel,
-    *,
     state: ClientState,
     history: list[RoundMetrics],
     store: RunStore,
@@ -113,6 +113,7 @@ def final_costs(rt: Runtime, global_model: GlobalModel, state: ClientState) -> d
 def finish(
     store: RunStore,
     tracker: Tracker,
+    *,
     global_model: GlobalModel,
     history: list[RoundMetrics],
     costs: dict[str, float],

@@ -63,7 +63,7 @@ class CompressionConfig(Params):
 # ---- values -----------------------------------------------------------------------------------
 
 
-def _quantise(tensor: torch.Tensor, values: str, stochastic: bool, seed: int):
+def _quantise(tensor: torch.Tensor, values: str, *, stochastic: bool, seed: int):
     """Every entry of `tensor` in the wire dtype, and the int8 scale (None otherwise).
 
     Quantising the whole tensor (not only the kept entries) makes the dense, sparse and
@@ -150,7 +150,7 @@ def _save(tensors: dict[str, torch.Tensor], layout: dict, based_on: str | None) 
 
 
 def _encode(
-    weights: Weights, mask: Mask, cfg: CompressionConfig, seed: int, values_only: bool
+    weights: Weights, mask: Mask, cfg: CompressionConfig, *, seed: int, values_only: bool
 ) -> bytes:
     tensors: dict[str, torch.Tensor] = {}
     layout: dict[str, dict] = {}
@@ -162,7 +162,7 @@ def _encode(
             tensors[name] = tensor.contiguous()
             continue
         stored, scale = _quantise(
-            tensor, cfg.values, cfg.stochastic_rounding, _tensor_seed(seed, name)
+            tensor, cfg.values, stochastic=cfg.stochastic_rounding, seed=_tensor_seed(seed, name)
         )
         entry["v"] = cfg.values
         if scale is not None:
@@ -196,18 +196,18 @@ def _encode(
     return _save(tensors, layout, mask_id(mask) if values_only else None)
 
 
-def encode(weights: Weights, mask: Mask, cfg: CompressionConfig, seed: int = 0) -> bytes:
+def encode(weights: Weights, mask: Mask, cfg: CompressionConfig, *, seed: int = 0) -> bytes:
     """Serialise `weights` with their mask; tensors named in `mask` may travel sparse.
 
     `seed` drives stochastic rounding (int8 with `stochastic_rounding`), so runs repeat."""
-    return _encode(weights, mask, cfg, seed, values_only=False)
+    return _encode(weights, mask, cfg, seed=seed, values_only=False)
 
 
-def encode_values(weights: Weights, mask: Mask, cfg: CompressionConfig, seed: int = 0) -> bytes:
+def encode_values(weights: Weights, mask: Mask, cfg: CompressionConfig, *, seed: int = 0) -> bytes:
     """The kept values only, for a receiver that holds `mask` (checked by its `mask_id`).
 
     Same seed, same numbers as `encode`: both payloads decode to identical weights."""
-    return _encode(weights, mask, cfg, seed, values_only=True)
+    return _encode(weights, mask, cfg, seed=seed, values_only=True)
 
 
 def _header(payload: bytes) -> tuple[dict[str, dict], str | None]:
@@ -254,7 +254,9 @@ def decode(payload: bytes, known_mask: Mask | None = None) -> tuple[Weights, Mas
         else:
             stream = tensors[f"{name}:m"].numpy().tobytes()
             numel = math.prod(shape)
-            keep = torch.from_numpy(decode_mask(stream, entry["m"], entry, numel, entry["n"]))
+            keep = torch.from_numpy(
+                decode_mask(stream, entry["m"], params=entry, numel=numel, kept=entry["n"])
+            )
         flat = torch.zeros(keep.numel(), dtype=dtype)
         flat[keep] = values
         weights[name] = flat.reshape(shape)

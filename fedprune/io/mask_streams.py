@@ -63,7 +63,7 @@ def mask_streams(keep: np.ndarray) -> dict[str, tuple[bytes, dict]]:
     return streams
 
 
-def decode_mask(stream: bytes, codec: str, params: dict, numel: int, kept: int) -> np.ndarray:
+def decode_mask(stream: bytes, codec: str, *, params: dict, numel: int, kept: int) -> np.ndarray:
     if codec == "bitmap":
         return np.unpackbits(np.frombuffer(stream, np.uint8), count=numel).astype(bool)
     if codec == "delta":

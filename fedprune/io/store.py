@@ -147,7 +147,9 @@ class S3Backend:
     retried with exponential backoff by urllib3's `Retry`, which the `minio` client is built on;
     what remains is a permanent error, reported with what to check."""
 
-    def __init__(self, bucket: str, prefix: str, cfg: S3Config, access_key: str, secret_key: str):
+    def __init__(
+        self, bucket: str, prefix: str, cfg: S3Config, *, access_key: str, secret_key: str
+    ):
         import certifi
         import urllib3
         from minio import Minio
@@ -262,8 +264,8 @@ def open_backend(store: str, s3: S3Config) -> Backend:
         match["bucket"],
         match["prefix"] or "",
         s3,
-        os.environ[ACCESS_KEY_ENV],
-        os.environ[SECRET_KEY_ENV],
+        access_key=os.environ[ACCESS_KEY_ENV],
+        secret_key=os.environ[SECRET_KEY_ENV],
     )
 
 

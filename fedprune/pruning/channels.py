@@ -93,6 +93,7 @@ def _apply(
     graph: ChannelGraph,
     mask: Mask,
     orders: dict[str, tuple[torch.Tensor, int]],
+    *,
     keep_share: float,
 ) -> Mask:
     new = {name: keep.clone() for name, keep in mask.items()}
@@ -111,7 +112,7 @@ def _density(mask: Mask) -> float:
     return sum(int(m.sum()) for m in mask.values()) / sum(m.numel() for m in mask.values())
 
 
-def structured_mask(graph: ChannelGraph, weights: Weights, mask: Mask, sparsity: float) -> Mask:
+def structured_mask(graph: ChannelGraph, weights: Weights, mask: Mask, *, sparsity: float) -> Mask:
     """The channel mask whose parameter sparsity comes closest to `sparsity`: one channel
     share for all root layers, found by bisection (sparsity is monotone in it)."""
     if sparsity <= 1.0 - _density(mask):
@@ -120,11 +121,11 @@ def structured_mask(graph: ChannelGraph, weights: Weights, mask: Mask, sparsity:
     low, high = 0.0, 1.0
     for _ in range(16):
         middle = (low + high) / 2
-        if 1.0 - _density(_apply(graph, mask, orders, middle)) > sparsity:
+        if 1.0 - _density(_apply(graph, mask, orders, keep_share=middle)) > sparsity:
             low = middle
         else:
             high = middle
-    candidates = [_apply(graph, mask, orders, share) for share in (low, high)]
+    candidates = [_apply(graph, mask, orders, keep_share=share) for share in (low, high)]
     return min(candidates, key=lambda m: abs(1.0 - _density(m) - sparsity))
 
 

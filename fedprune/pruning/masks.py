@@ -43,7 +43,7 @@ def _l1_mask(values: torch.Tensor, keep: torch.Tensor, sparsity: float) -> torch
     return new.view_as(keep) & keep
 
 
-def magnitude_mask(weights: Weights, mask: Mask, sparsity: float, scope: str) -> Mask:
+def magnitude_mask(weights: Weights, mask: Mask, sparsity: float, *, scope: str) -> Mask:
     """A new mask at `sparsity` over the masked tensors, globally or per layer."""
     if scope == "layerwise":
         return {name: _l1_mask(weights[name], keep, sparsity) for name, keep in mask.items()}

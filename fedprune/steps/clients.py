@@ -23,6 +23,7 @@ def train_clients(
     rt: Runtime,
     payload: bytes,
     clients: list[int],
+    *,
     round_: int,
     personal: dict[int, Personal] | None = None,
 ) -> list[ClientUpdate]:
@@ -45,7 +46,7 @@ def train_clients(
     if method.personal:  # LotteryFL's clients hold out validation rows and train on the rest
         share = cfg.pruning.validation_share
         splits = [
-            validation_split(r, c, share, cfg.seed)
+            validation_split(r, client=c, share=share, seed=cfg.seed)
             for r, c in zip(shard_rows, clients, strict=True)
         ]
         train_rows, held_out = [t for t, _ in splits], [v for _, v in splits]
@@ -53,7 +54,14 @@ def train_clients(
     batch = cfg.eval.batch_size
     if cfg.client.vectorize:
         trained, losses = train_together(
-            model, weights, mask, data.x_train, data.y_train, shard_rows, generators, cfg.client
+            model,
+            weights,
+            mask,
+            x=data.x_train,
+            y=data.y_train,
+            shards=shard_rows,
+            generators=generators,
+            cfg=cfg.client,
         )
         masks = [mask] * len(clients)
         importances: list[Weights | None] = [None] * len(clients)
@@ -67,8 +75,9 @@ def train_clients(
             if method.personal:
                 own = personal.get(client, Personal(mask))
                 start, learn_mask = method.client_start(
-                    own.received(weights), own.mask, round_,
-                    lambda w, v=held_out[index]: accuracy_on(model, w, data, v, batch),
+                    own.received(weights), own.mask, round_=round_,
+                    accuracy=
+                    lambda w, v=held_out[index]: accuracy_on(model, w, data=data, rows=v, batch_size=batch),
                 )  # fmt: skip
             learner.load_state_dict(start)
             x, y = data.x_train[rows], data.y_train[rows]
@@ -79,14 +88,16 @@ def train_clients(
                 else None
             )
             loss, kept = local_train(
-                learner, learn_mask, x, y, cfg.client, generator,
-                method.regrowth(round_, steps), importance,
+                learner, learn_mask, x=x, y=y, cfg=cfg.client, generator=generator,
+                regrowth=method.regrowth(round_, steps), importance=importance,
             )  # fmt: skip
             local = {name: t.detach().clone() for name, t in learner.state_dict().items()}
             if learner is not model:
                 local, kept = expand_weights(local, mask, weights), mask
             if method.personal:
-                scores.append(personal_accuracy(model, shard_rows[index], data, batch))
+                scores.append(
+                    personal_accuracy(model, rows=shard_rows[index], data=data, batch_size=batch)
+                )
             losses.append(loss)
             trained.append(local)
             masks.append(kept)
@@ -97,7 +108,7 @@ def train_clients(
     ):
         kept = method.client_mask(local, kept, round_)
         apply_mask_(local, kept)
-        upload = encode(local, kept, cfg.compression, seed_for(cfg.seed, round_, client))
+        upload = encode(local, kept, cfg.compression, seed=seed_for(cfg.seed, round_, client))
         extra = save_tensors({n: t.half() for n, t in importance.items()}) if importance else b""
         updates.append(ClientUpdate(client, len(rows), upload, loss, extra, score))
     return updates

@@ -12,7 +12,7 @@ from fedprune.records import Downloads, GlobalModel
 
 
 def broadcast(global_model: GlobalModel, cfg: ExperimentConfig) -> bytes:
-    return encode(global_model.weights, global_model.mask, cfg.compression, cfg.seed)
+    return encode(global_model.weights, global_model.mask, cfg.compression, seed=cfg.seed)
 
 
 def downloads(
@@ -34,12 +34,12 @@ def downloads(
     shared = [c for c in clients if c not in own]
     holders = sum(held.get(c) == current for c in shared) if reuse else 0
     values = (
-        encode_values(global_model.weights, global_model.mask, cfg.compression, cfg.seed)
+        encode_values(global_model.weights, global_model.mask, cfg.compression, seed=cfg.seed)
         if holders
         else None
     )
     mine = {
-        c: encode_values(global_model.weights, mask, cfg.compression, cfg.seed)
+        c: encode_values(global_model.weights, mask, cfg.compression, seed=cfg.seed)
         for c, mask in own.items()
     }
     return Downloads(payload, values, len(shared) - holders, holders, current, mine)

@@ -20,7 +20,7 @@ def evaluate(rt: Runtime, global_model: GlobalModel) -> Evaluation:
     structured pruning)."""
     assert rt.data is not None, "evaluation needs the data"
     served = rt.method.served(global_model.weights, global_model.mask)
-    return evaluate_model(served, rt.data.x_test, rt.data.y_test, rt.cfg.eval.batch_size)
+    return evaluate_model(served, rt.data.x_test, rt.data.y_test, batch_size=rt.cfg.eval.batch_size)
 
 
 def is_test_round(round_: int, rounds: int, every: int) -> bool:

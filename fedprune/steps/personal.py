@@ -13,7 +13,7 @@ from fedprune.training.local import evaluate
 
 
 def validation_split(
-    rows: torch.Tensor, client: int, share: float, seed: int
+    rows: torch.Tensor, *, client: int, share: float, seed: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """A client's training rows and its held-out validation rows (`share` of them, at least
     one), the same every round."""
@@ -25,19 +25,19 @@ def validation_split(
 
 
 def accuracy_on(
-    model: nn.Module, weights: Weights, data: ImageDataset, rows: torch.Tensor, batch_size: int
+    model: nn.Module, weights: Weights, *, data: ImageDataset, rows: torch.Tensor, batch_size: int
 ) -> float:
     """Accuracy of `weights` on training rows `rows` (a client's validation rows)."""
     model.load_state_dict(weights)
-    return evaluate(model, data.x_train[rows], data.y_train[rows], batch_size).accuracy
+    return evaluate(model, data.x_train[rows], data.y_train[rows], batch_size=batch_size).accuracy
 
 
 def personal_accuracy(
-    model: nn.Module, rows: torch.Tensor, data: ImageDataset, batch_size: int
+    model: nn.Module, *, rows: torch.Tensor, data: ImageDataset, batch_size: int
 ) -> float:
     """Test accuracy of a client's model on the client's own label mix (LotteryFL tests each
     client on local test data drawn like its training data)."""
-    per_class = evaluate(model, data.x_test, data.y_test, batch_size).per_class
+    per_class = evaluate(model, data.x_test, data.y_test, batch_size=batch_size).per_class
     return mix_accuracy(per_class, data.y_train[rows])
 
 

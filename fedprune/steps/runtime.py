@@ -48,7 +48,7 @@ class Runtime:
         if data is not None and shards is None:
             shards = partition_data(data, cfg)
         shape = data.shape if data is not None else data_shape(cfg.data.dataset)
-        model = build_model(cfg.model, shape.input_shape, shape.num_classes, cfg.seed)
+        model = build_model(cfg.model, shape.input_shape, shape.num_classes, seed=cfg.seed)
         ctx = MethodContext(model=model, input_shape=shape.input_shape, rounds=cfg.rounds)
         method = METHODS.get(cfg.pruning.method)(cfg.pruning, ctx)
         return cls(cfg, shape, model, method, data, shards)
@@ -61,11 +61,13 @@ class Runtime:
 
 def load_data(cfg: ExperimentConfig) -> ImageDataset:
     """The experiment's data set, subsets applied, as every engine and pod loads it."""
-    return load_dataset(cfg.data.dataset, None, cfg.data.train_subset, cfg.data.test_subset)
+    data = cfg.data
+    return load_dataset(data.dataset, train_subset=data.train_subset, test_subset=data.test_subset)
 
 
 def partition_data(data: ImageDataset, cfg: ExperimentConfig) -> Partition:
-    return partition(data.y_train.numpy(), cfg.data.num_clients, cfg.data.partition, cfg.seed)
+    labels = data.y_train.numpy()
+    return partition(labels, cfg.data.num_clients, cfg.data.partition, seed=cfg.seed)
 
 
 def init_global(rt: Runtime) -> GlobalModel:
@@ -75,15 +77,14 @@ def init_global(rt: Runtime) -> GlobalModel:
     biases = rt.cfg.pruning.include_bias_and_norm or rt.method.prunes_biases
     names = prunable_names(weights, biases)
 
-    def train(client: int, start: Weights, mask: Mask, epochs: int) -> Weights:
+    def train(client: int, start: Weights, mask: Mask, *, epochs: int) -> Weights:
         assert rt.data is not None
         rows = rt.rows(client)
         rt.model.load_state_dict(start)
         generator = torch.Generator().manual_seed(rt.cfg.seed)
         settings = rt.cfg.client.model_copy(update={"epochs": epochs})
-        local_train(
-            rt.model, mask, rt.data.x_train[rows], rt.data.y_train[rows], settings, generator
-        )
+        x, y = rt.data.x_train[rows], rt.data.y_train[rows]
+        local_train(rt.model, mask, x=x, y=y, cfg=settings, generator=generator)
         return {name: t.detach().clone() for name, t in rt.model.state_dict().items()}
 
     weights, mask = rt.method.start(weights, full_mask(weights, names), train)

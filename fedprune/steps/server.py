@@ -54,13 +54,16 @@ def server_prune(
     global_model: GlobalModel,
     updates: list[ClientUpdate],
     method: Method,
+    *,
     round_: int,
-    payload: bytes,
+    broadcast: bytes,
 ) -> GlobalModel:
     """The method's next global mask (and weights) from the aggregate and the round's
-    broadcast `payload`: magnitude pruning to the schedule's target, a structured mask,
+    `broadcast`: magnitude pruning to the schedule's target, a structured mask,
     FedDST's consensus, PruneFL's importance ranking, the lottery ticket's rewind, or the
     union of LotteryFL's personal masks."""
-    inputs = RoundInputs(payload, mean_importance(updates))
-    weights, mask = method.server(global_model.weights, global_model.mask, round_, inputs)
+    inputs = RoundInputs(broadcast, mean_importance(updates))
+    weights, mask = method.server(
+        global_model.weights, global_model.mask, round_=round_, inputs=inputs
+    )
     return GlobalModel(weights=weights, mask=mask)

@@ -31,7 +31,7 @@ class RunSummary:
 
 
 def summarise(
-    tracking: str, experiment: str | None, metric: str, target: float
+    tracking: str, *, experiment: str | None, metric: str, target: float
 ) -> list[RunSummary]:
     """Finished runs of one experiment (or of all), best final `metric` first."""
     from mlflow.tracking import MlflowClient

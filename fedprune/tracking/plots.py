@@ -16,6 +16,7 @@ from fedprune.records import RoundMetrics  # noqa: E402
 
 def plot_lines(
     lines: dict[str, tuple[list[float], list[float]]],
+    *,
     xlabel: str,
     ylabel: str,
     title: str,
@@ -44,7 +45,13 @@ def plot_run(history: list[RoundMetrics], folder: Path, title: str) -> list[Path
     accuracy = [100 * m.test_accuracy for m, _ in tested]
     uploaded = [mb for _, mb in tested]
     return [
-        plot_lines({title: (x, accuracy)}, label, "test accuracy (%)", title, folder / name)
+        plot_lines(
+            {title: (x, accuracy)},
+            xlabel=label,
+            ylabel="test accuracy (%)",
+            title=title,
+            path=folder / name,
+        )
         for name, x, label in (
             ("accuracy_vs_round.png", rounds, "round"),
             ("accuracy_vs_mb_uploaded.png", uploaded, "cumulative MB uploaded"),

@@ -45,6 +45,7 @@ class Regrowth:
 def local_train(
     model: nn.Module,
     mask: Mask,
+    *,
     x: torch.Tensor,
     y: torch.Tensor,
     cfg: ClientConfig,
@@ -109,7 +110,7 @@ class Evaluation:
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> Evaluation:
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int) -> Evaluation:
     """Test accuracy and mean loss. On the CPU the forward pass runs through a frozen
     TorchScript copy optimised for inference (weights folded in, conv + ReLU fused, oneDNN
     layouts kept between layers): about 2x faster on the CNN, same predictions, loss equal

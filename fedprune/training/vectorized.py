@@ -55,6 +55,7 @@ def train_together(
     model: nn.Module,
     start: Weights,
     mask: Mask,
+    *,
     x: torch.Tensor,
     y: torch.Tensor,
     shards: list[torch.Tensor],

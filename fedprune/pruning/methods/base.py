@@ -26,8 +26,8 @@ from fedprune.registry import Params, Registry
 from fedprune.training.local import Regrowth
 
 Model = tuple[Weights, Mask]
-Trainer = Callable[[int, Weights, Mask, int], Weights]
-"""trainer(client, weights, mask, epochs): local training on one client's data, returning
+Trainer = Callable[..., Weights]
+"""trainer(client, weights, mask, *, epochs): local training on one client's data, returning
 the trained weights (PruneFL's initial prune)."""
 
 
@@ -115,7 +115,7 @@ class Method:
         return weights, mask
 
     def client_start(
-        self, weights: Weights, mask: Mask, round_: int, accuracy: Callable[[Weights], float]
+        self, weights: Weights, mask: Mask, *, round_: int, accuracy: Callable[[Weights], float]
     ) -> Model:
         """A personal method's start for one client, from the received weights and the
         client's own mask; `accuracy` scores weights on the client's validation rows."""
@@ -131,7 +131,7 @@ class Method:
         """The mask a client uploads under, after local training."""
         return mask
 
-    def server(self, weights: Weights, mask: Mask, round_: int, inputs: RoundInputs) -> Model:
+    def server(self, weights: Weights, mask: Mask, *, round_: int, inputs: RoundInputs) -> Model:
         """The next global model from the aggregate and the rest of the round (`inputs`)."""
         return weights, mask
 
@@ -173,12 +173,13 @@ class Method:
         """What the tag adds after the method's name (`-client`, `-personal`)."""
         return ""
 
-    def magnitude(self, weights: Weights, mask: Mask, round_: int, scope: str = "") -> Model:
+    def magnitude(self, weights: Weights, mask: Mask, *, round_: int, scope: str = "") -> Model:
         """Prune by magnitude to the schedule's target for `round_`."""
         target = self.target(round_)
         if target == 0:
             return weights, mask
-        return pruned(weights, magnitude_mask(weights, mask, target, scope or self.params.scope))
+        chosen = magnitude_mask(weights, mask, target, scope=scope or self.params.scope)
+        return pruned(weights, chosen)
 
 
 METHODS: Registry[type[Method]] = Registry(

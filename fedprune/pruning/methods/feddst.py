@@ -44,20 +44,22 @@ class FedDST(Method):
         return Needs(mask_aware=True, vectorizable=False)
 
     def start(self, weights: Weights, mask: Mask, train: Trainer) -> Model:
-        return self.magnitude(weights, mask, 1, "layerwise")
+        return self.magnitude(weights, mask, round_=1, scope="layerwise")
 
     def regrowth(self, round_: int, steps: int) -> Regrowth | None:
         if round_ % self.params.every or self.target(round_) == 0:
             return None
         decay = 0.5 * (1.0 + math.cos(math.pi * (round_ - 1) / self.ctx.rounds))
         share = self.params.fraction * decay
-        return Regrowth(at_step=steps // 2, adjust=lambda w, g, m: prune_and_regrow(w, g, m, share))
+        return Regrowth(
+            at_step=steps // 2, adjust=lambda w, g, m: prune_and_regrow(w, g, m, share=share)
+        )
 
-    def server(self, weights: Weights, mask: Mask, round_: int, inputs: RoundInputs) -> Model:
-        return self.magnitude(weights, mask, round_, "layerwise")
+    def server(self, weights: Weights, mask: Mask, *, round_: int, inputs: RoundInputs) -> Model:
+        return self.magnitude(weights, mask, round_=round_, scope="layerwise")
 
 
-def prune_and_regrow(weights: Weights, grads: Weights, mask: Mask, share: float) -> Mask:
+def prune_and_regrow(weights: Weights, grads: Weights, mask: Mask, *, share: float) -> Mask:
     """Per tensor: drop `share` of the kept weights with the smallest |w|, then keep as many
     new ones where |gradient| is largest among those not kept before."""
     new = {}

@@ -60,7 +60,7 @@ class Lottery(Method):
         return Needs(mask_aware=params.personal, vectorizable=not params.personal)
 
     def client_start(
-        self, weights: Weights, mask: Mask, round_: int, accuracy: Callable[[Weights], float]
+        self, weights: Weights, mask: Mask, *, round_: int, accuracy: Callable[[Weights], float]
     ) -> Model:
         received = pruned(weights, mask)
         sparsity = measure_sparsity({}, mask).sparsity
@@ -70,17 +70,17 @@ class Lottery(Method):
         if at_target or accuracy(received[0]) < self.params.accuracy_threshold:
             return received
         step = 1.0 - (1.0 - sparsity) * (1.0 - self.params.schedule.rate)  # type: ignore[union-attr]
-        chosen = magnitude_mask(received[0], mask, min(target, step), self.params.scope)
+        chosen = magnitude_mask(received[0], mask, min(target, step), scope=self.params.scope)
         return pruned(self.initial, chosen)
 
-    def server(self, weights: Weights, mask: Mask, round_: int, inputs: RoundInputs) -> Model:
+    def server(self, weights: Weights, mask: Mask, *, round_: int, inputs: RoundInputs) -> Model:
         if self.personal:  # a weight no sampled client kept keeps its last global value
             previous = inputs.previous
             kept = {n: torch.where(keep, weights[n], previous[n]) for n, keep in mask.items()}
             return weights | kept, {n: torch.ones_like(keep) for n, keep in mask.items()}
         if self.target(round_) <= self.target(round_ - 1):
             return weights, mask
-        _, mask = self.magnitude(weights, mask, round_)
+        _, mask = self.magnitude(weights, mask, round_=round_)
         return pruned(self.initial, mask)
 
     @classmethod

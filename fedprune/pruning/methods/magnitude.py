@@ -27,12 +27,12 @@ class Magnitude(Method):
         target = self.target(round_)
         if self.params.placement != "client" or target == 0:
             return mask
-        return magnitude_mask(local, mask, target, self.params.scope)
+        return magnitude_mask(local, mask, target, scope=self.params.scope)
 
-    def server(self, weights: Weights, mask: Mask, round_: int, inputs: RoundInputs) -> Model:
+    def server(self, weights: Weights, mask: Mask, *, round_: int, inputs: RoundInputs) -> Model:
         if self.params.placement != "server":
             return weights, mask
-        return self.magnitude(weights, mask, round_)
+        return self.magnitude(weights, mask, round_=round_)
 
     @classmethod
     def variant(cls, params: MagnitudeParams) -> str:  # type: ignore[override]

@@ -49,16 +49,19 @@ class PruneFL(Method):
             )
 
     def start(self, weights: Weights, mask: Mask, train: Trainer) -> Model:
-        trained = train(self.params.initial_client, weights, mask, self.params.initial_epochs)
-        return self.magnitude(trained, mask, 1)
+        trained = train(
+            self.params.initial_client, weights, mask, epochs=self.params.initial_epochs
+        )
+        return self.magnitude(trained, mask, round_=1)
 
     def wants_importance(self, round_: int) -> bool:
         return round_ % self.params.every == 0 and self.target(round_) > 0
 
-    def server(self, weights: Weights, mask: Mask, round_: int, inputs: RoundInputs) -> Model:
+    def server(self, weights: Weights, mask: Mask, *, round_: int, inputs: RoundInputs) -> Model:
         importance = inputs.importance
         if importance is None:
-            return self.magnitude(weights, mask, round_)
+            return self.magnitude(weights, mask, round_=round_)
         everything = {name: torch.ones_like(keep) for name, keep in mask.items()}
-        chosen = magnitude_mask(importance, everything, self.target(round_), self.params.scope)
+        target = self.target(round_)
+        chosen = magnitude_mask(importance, everything, target, scope=self.params.scope)
         return pruned(weights, chosen)

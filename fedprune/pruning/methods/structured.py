@@ -55,8 +55,8 @@ class Structured(Method):
         model.load_state_dict(slice_weights(weights, mask))
         return model
 
-    def server(self, weights: Weights, mask: Mask, round_: int, inputs: RoundInputs) -> Model:
+    def server(self, weights: Weights, mask: Mask, *, round_: int, inputs: RoundInputs) -> Model:
         target = self.target(round_)
         if target == 0:
             return weights, mask
-        return pruned(weights, structured_mask(self.graph, weights, mask, target))
+        return pruned(weights, structured_mask(self.graph, weights, mask, sparsity=target))

@@ -55,7 +55,7 @@ class DataSource(Protocol):
     """Where its files come from, for messages."""
 
     def load(
-        self, folder: Path, train_subset: int | None, test_subset: int | None
+        self, folder: Path, *, train_subset: int | None, test_subset: int | None
     ) -> ImageDataset: ...
 
     def is_fetched(self, folder: Path) -> bool: ...
@@ -84,11 +84,13 @@ def data_shape(name: str) -> DataShape:
 def load_dataset(
     name: str,
     root: Path | None = None,
+    *,
     train_subset: int | None = None,
     test_subset: int | None = None,
 ) -> ImageDataset:
     """The data set's train and test splits from `<root>/<name>/` (root: `data_dir()`)."""
-    return _source(name).load((root or data_dir()) / name, train_subset, test_subset)
+    folder = (root or data_dir()) / name
+    return _source(name).load(folder, train_subset=train_subset, test_subset=test_subset)
 
 
 def fetch(name: str, root: Path | None = None) -> Path:

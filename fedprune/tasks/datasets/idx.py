@@ -66,7 +66,9 @@ class IdxSource:
     unpack: Callable[[Path], Path]
     shape: DataShape = DataShape((1, 28, 28), 10)
 
-    def load(self, folder: Path, train_subset: int | None, test_subset: int | None) -> ImageDataset:
+    def load(
+        self, folder: Path, *, train_subset: int | None, test_subset: int | None
+    ) -> ImageDataset:
         tensors = {}
         for split, (images_stem, labels_stem) in SPLITS.items():
             paths = [_find(folder, images_stem), _find(folder, labels_stem)]

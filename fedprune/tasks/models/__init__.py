@@ -10,7 +10,7 @@ from fedprune.tasks.models.base import MODELS
 
 
 def build_model(
-    params: Params, input_shape: tuple[int, ...], num_classes: int, seed: int
+    params: Params, input_shape: tuple[int, ...], num_classes: int, *, seed: int
 ) -> nn.Module:
     """The configured model; the same seed gives the same initial weights, on every engine."""
     torch.manual_seed(seed)

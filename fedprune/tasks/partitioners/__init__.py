@@ -8,13 +8,13 @@ from fedprune.registry import Params, import_entries
 from fedprune.tasks.partitioners.base import PARTITIONERS, Partition, PartitionError
 
 
-def partition(labels: np.ndarray, num_clients: int, params: Params, seed: int) -> Partition:
+def partition(labels: np.ndarray, num_clients: int, params: Params, *, seed: int) -> Partition:
     """The configured split of `labels` over `num_clients`, each client's indices sorted."""
     if num_clients > len(labels):
         raise PartitionError(f"{num_clients} clients but only {len(labels)} samples")
     rng = np.random.default_rng(seed)
     split = PARTITIONERS.get(params.kind)  # type: ignore[attr-defined]
-    return [np.sort(c) for c in split(np.asarray(labels), num_clients, params, rng)]
+    return [np.sort(c) for c in split(np.asarray(labels), num_clients, params, rng=rng)]
 
 
 __all__ = ["PARTITIONERS", "Partition", "PartitionError", "partition"]

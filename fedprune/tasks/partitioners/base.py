@@ -10,13 +10,13 @@ import numpy as np
 from pydantic import Field
 
 from fedprune.errors import UserError
-from fedprune.registry import Params, Registry
+from fedprune.registry import Registry
 
 Partition = list[np.ndarray]
 """One sorted array of sample indices per client."""
 
-Partitioner = Callable[[np.ndarray, int, Params, np.random.Generator], Partition]
-"""partitioner(labels, num_clients, params, rng) -> one index array per client."""
+Partitioner = Callable[..., Partition]
+"""partitioner(labels, num_clients, params, *, rng) -> one index array per client."""
 
 MinSamples = Annotated[int, Field(ge=1)]
 

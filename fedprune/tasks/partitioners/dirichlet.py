@@ -24,7 +24,7 @@ class DirichletParams(Params):
 
 @PARTITIONERS.register("dirichlet", DirichletParams)
 def dirichlet(
-    labels: np.ndarray, num_clients: int, params: DirichletParams, rng: np.random.Generator
+    labels: np.ndarray, num_clients: int, params: DirichletParams, *, rng: np.random.Generator
 ) -> Partition:
     classes = np.unique(labels)
     for _ in range(MAX_DRAWS):

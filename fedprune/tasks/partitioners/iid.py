@@ -10,6 +10,6 @@ from fedprune.tasks.partitioners.base import PARTITIONERS, Partition
 
 @PARTITIONERS.register("iid")
 def iid(
-    labels: np.ndarray, num_clients: int, params: Params, rng: np.random.Generator
+    labels: np.ndarray, num_clients: int, params: Params, *, rng: np.random.Generator
 ) -> Partition:
     return list(np.array_split(rng.permutation(len(labels)), num_clients))

@@ -19,7 +19,7 @@ class QuantitySkewParams(Params):
 
 @PARTITIONERS.register("quantity_skew", QuantitySkewParams)
 def quantity_skew(
-    labels: np.ndarray, num_clients: int, params: QuantitySkewParams, rng: np.random.Generator
+    labels: np.ndarray, num_clients: int, params: QuantitySkewParams, *, rng: np.random.Generator
 ) -> Partition:
     spare = len(labels) - params.min_samples * num_clients
     if spare < 0:

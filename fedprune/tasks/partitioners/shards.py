@@ -18,7 +18,7 @@ class ShardsParams(Params):
 
 @PARTITIONERS.register("shards", ShardsParams)
 def shards(
-    labels: np.ndarray, num_clients: int, params: ShardsParams, rng: np.random.Generator
+    labels: np.ndarray, num_clients: int, params: ShardsParams, *, rng: np.random.Generator
 ) -> Partition:
     order = np.argsort(labels, kind="stable")
     pieces = np.array_split(order, num_clients * params.shards_per_client)
