@@ -1,22 +1,31 @@
-"""Workload W side by side in one run: the bare training floor, the local engine (dense, 90%
-server-side pruning, vectorised clients, worker processes), and Flower's simulation runtime.
+"""Workload W side by side in one invocation: the bare training floor, the local engine (dense,
+90% server-side pruning, structured, vectorised clients, worker processes), and Flower's
+simulation runtime.
 
 W: MNIST, 100 IID clients (600 samples each), 10 sampled per round, 10 rounds, 1 local epoch,
 batch 32, SGD lr 0.05, the FedAvg paper's CNN, test on the 10k test set after every round, CPU.
 
     .venv/bin/python bench/speed.py [--repeats 3] [--rounds 10] [--only "bare,engine dense"]
 
-The "flower" run needs the `bench` extra (pip install -e '.[dev,bench]'; `make bench` does).
-Prints each run and a table of medians with the ratios to the bare floor and to the dense
-engine (Flower/engine is the "flower" row's "× engine"); the final
-accuracies must agree within noise, otherwise the comparison is void.
+Every run is a fresh process, as `fedprune run` is: it imports torch, loads MNIST and, for the
+engine, opens MLflow (a new SQLite database) and publishes to a new store. The repeats are
+interleaved (A B A B …) so drift on a shared machine cannot bias a ratio. Each run reports its
+wall time (measured by this script, from before the process starts to its exit), the span of
+its rounds (first round's start to last round's end, measured inside) and the difference,
+its fixed cost; the table has medians, the ratios to the bare floor and to the dense engine,
+and the median fixed cost. The "flower" run needs the `bench` extra (pip install -e
+'.[dev,bench]'; `make bench` does). The final accuracies must agree within noise, otherwise
+the comparison is void.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -30,12 +39,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Timing, measure, train_plain  # noqa: E402
+from common import train_plain  # noqa: E402
 
 from fedprune import steps  # noqa: E402
 from fedprune.config import ExperimentConfig, parse_config  # noqa: E402
 from fedprune.engine import local as engine  # noqa: E402
-from fedprune.tasks.datasets import ImageDataset, load_dataset  # noqa: E402
+from fedprune.tasks.datasets import load_dataset  # noqa: E402
 from fedprune.training.local import evaluate  # noqa: E402
 
 
@@ -56,19 +65,31 @@ def workload(rounds: int, root: Path, **overrides: dict) -> ExperimentConfig:
     return parse_config(raw)
 
 
-class EvalClock:
-    """Seconds spent testing the global model, to report evaluation's share of a run."""
+class Span(engine.Progress):
+    """Wall clock at the start of the first round and the end of each round."""
 
-    seconds = 0.0
+    def __init__(self) -> None:
+        self.first = self.last = math.nan
+        self.rounds: list[float] = []
+
+    def start(self, rounds: int = 0, clients_per_round: int = 0) -> None:
+        self.first = self.last = time.perf_counter()
+
+    def round_done(self, metrics) -> None:
+        now = time.perf_counter()
+        self.rounds.append(now - self.last)
+        self.last = now
 
 
-def bare_floor(cfg: ExperimentConfig, data: ImageDataset) -> float:
+def bare_floor(cfg: ExperimentConfig, span: Span) -> float:
     """The same training and evaluation as plain PyTorch: no payloads, masks, store, MLflow."""
+    data = load_dataset("mnist")
     rt = steps.Runtime.build(cfg, data=data)
     shards, model = rt.shards, rt.model
     assert shards is not None
     global_state = {k: v.clone() for k, v in model.state_dict().items()}
     accuracy = 0.0
+    span.start()
     for round_ in range(1, cfg.rounds + 1):
         clients = steps.sample_clients(cfg, round_)
         total = {k: torch.zeros_like(v) for k, v in global_state.items()}
@@ -82,32 +103,84 @@ def bare_floor(cfg: ExperimentConfig, data: ImageDataset) -> float:
                 total[k] += v * (len(rows) / samples)
         global_state = total
         model.load_state_dict(global_state)
-        started = time.perf_counter()
         accuracy = evaluate(
             model, data.x_test, data.y_test, batch_size=cfg.eval.batch_size
         ).accuracy
-        EvalClock.seconds += time.perf_counter() - started
+        span.round_done(None)
     return accuracy
 
 
-class RoundClock:
-    """Seconds of each engine round after the first (the first round of a pruned run is
-    still dense), to compare round times of pruned and dense runs."""
-
-    seconds: list[float] = []
+def engine_run(cfg: ExperimentConfig, span: Span) -> float:
+    """`fedprune run`'s path: the engine loads the data itself."""
+    return engine.run_experiment(cfg, progress=span).history[-1].test_accuracy
 
 
-def engine_run(cfg: ExperimentConfig, data: ImageDataset) -> float:
-    history = engine.run_experiment(cfg, data=data).history
-    RoundClock.seconds += [m.seconds for m in history[1:]]
-    return history[-1].test_accuracy
-
-
-def flower(cfg: ExperimentConfig, threads: int) -> float:
-    """Flower's simulation runtime on W (the `bench` extra: pip install -e '.[bench]')."""
+def flower(cfg: ExperimentConfig, span: Span) -> float:
+    """Flower's simulation runtime on W (the `bench` extra: pip install -e '.[bench]'); its
+    rounds are not timed one by one: its whole run counts as rounds."""
     from flower_run import flower_run
 
-    return flower_run(cfg, threads)
+    span.start()
+    accuracy = flower_run(cfg, torch.get_num_threads())
+    span.round_done(None)
+    return accuracy
+
+
+def runs(rounds: int, root: Path) -> dict[str, tuple]:
+    """Each run's function and config."""
+    sparse = {"compression": {"encoding": "sparse"}}
+    return {
+        "bare": (bare_floor, workload(rounds, root)),
+        "engine dense": (engine_run, workload(rounds, root)),
+        "engine 90% pruned": (
+            engine_run,
+            workload(
+                rounds,
+                root,
+                pruning={"schedule": {"kind": "oneshot", "target": 0.9, "at_round": 1}},
+                **sparse,
+            ),
+        ),
+        "engine structured": (  # 75% of parameters: 3.8x fewer MACs
+            engine_run,
+            workload(
+                rounds,
+                root,
+                pruning={
+                    "method": "structured",
+                    "schedule": {"kind": "oneshot", "target": 0.75, "at_round": 1},
+                },
+                **sparse,
+            ),
+        ),
+        "engine vectorised": (engine_run, workload(rounds, root, client={"vectorize": True})),
+        "engine 2 workers": (engine_run, workload(rounds, root, engine={"workers": 2})),
+        "flower": (flower, workload(rounds, root)),
+    }
+
+
+def child(name: str, rounds: int, root: Path) -> None:
+    """One run in this fresh process; prints its accuracy and round times as JSON."""
+    run, cfg = runs(rounds, root)[name]
+    span = Span()
+    accuracy = run(cfg, span)
+    result = {"accuracy": accuracy, "span": span.last - span.first, "rounds": span.rounds}
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def one(name: str, args: argparse.Namespace, root: Path) -> dict:
+    """Run `name` in a fresh process; its wall time is measured from here."""
+    command = [sys.executable, __file__, "--child", name, "--rounds", str(args.rounds)]
+    command += ["--threads", str(args.threads), "--root", str(root)]
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"{name} failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
+    line = next(x for x in done.stdout.splitlines() if x.startswith("RESULT "))
+    result = json.loads(line.removeprefix("RESULT ")) | {"wall": wall}
+    result["fixed"] = wall - result["span"]
+    return result
 
 
 def main() -> None:
@@ -116,72 +189,50 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--only", default="", help="comma-separated subset of the runs")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    data = load_dataset("mnist")
+    if args.child:
+        child(args.child, args.rounds, args.root)
+        return
     root = Path(tempfile.mkdtemp(prefix="fedprune-bench-"))
-    base = workload(args.rounds, root)
-    runs = {
-        "bare": lambda: bare_floor(base, data),
-        "engine dense": lambda: engine_run(base, data),
-        "engine 90% pruned": lambda: engine_run(
-            workload(
-                args.rounds,
-                root,
-                pruning={"schedule": {"kind": "oneshot", "target": 0.9, "at_round": 1}},
-                compression={"encoding": "sparse"},
-            ),
-            data,
-        ),
-        "engine structured": lambda: engine_run(  # 75% of parameters: 3.8x fewer MACs
-            workload(
-                args.rounds,
-                root,
-                pruning={
-                    "method": "structured",
-                    "schedule": {"kind": "oneshot", "target": 0.75, "at_round": 1},
-                },
-                compression={"encoding": "sparse"},
-            ),
-            data,
-        ),
-        "engine vectorised": lambda: engine_run(
-            workload(args.rounds, root, client={"vectorize": True}), data
-        ),
-        "engine 2 workers": lambda: engine_run(
-            workload(args.rounds, root, engine={"workers": 2}), data
-        ),
-        "flower": lambda: flower(base, args.threads),
-    }
-    chosen = [n for n in runs if not args.only or n in args.only.split(",")]
-    results: list[Timing] = []
-    rounds: dict[str, float] = {}
-    for name in chosen:
-        print(f"{name}:", flush=True)
-        EvalClock.seconds = 0.0
-        RoundClock.seconds = []
-        results.append(measure(name, runs[name], args.repeats))
-        if RoundClock.seconds:
-            rounds[name] = statistics.median(RoundClock.seconds)
-            print(f"  median round (rounds 2+, all repeats): {rounds[name]:.2f} s")
-        if name == "bare":
-            share = EvalClock.seconds / sum(results[-1].seconds)
-            print(f"  evaluation share of the bare run: {100 * share:.1f}%")
-    if "engine dense" in rounds:
-        for name, seconds in rounds.items():
-            print(f"round time {name}: {seconds:.2f} s = {seconds / rounds['engine dense']:.2f}×")
-    floor = next((t.median for t in results if t.name == "bare"), None)
-    dense = next((t.median for t in results if t.name == "engine dense"), None)
-    print(f"\nW: {args.rounds} rounds, median of {args.repeats}, {args.threads} threads")
-    print(f"{'run':<20} {'median s':>9} {'× bare':>8} {'× engine':>9} {'final acc %':>12}")
-    for t in results:
-        ratio = f"{t.median / floor:.2f}" if floor else "-"
-        to_engine = f"{t.median / dense:.2f}" if dense else "-"
-        accuracy = 100 * sorted(t.accuracy)[len(t.accuracy) // 2]
-        runs = " / ".join(f"{s:.1f}" for s in t.seconds)
+    names = [n for n in runs(args.rounds, root) if not args.only or n in args.only.split(",")]
+    results: dict[str, list[dict]] = {n: [] for n in names}
+    for repeat in range(args.repeats):  # interleaved: A B C A B C …
+        for name in names:
+            results[name].append(one(name, args, root))
+            r = results[name][-1]
+            print(
+                f"repeat {repeat + 1} {name}: {r['wall']:.1f} s (rounds {r['span']:.1f} s, "
+                f"fixed {r['fixed']:.1f} s), accuracy {100 * r['accuracy']:.2f}%",
+                flush=True,
+            )
+    median = {n: statistics.median(r["wall"] for r in rs) for n, rs in results.items()}
+    floor, dense = median.get("bare"), median.get("engine dense")
+    print(
+        f"\nW: {args.rounds} rounds, median of {args.repeats} (interleaved), {args.threads} threads"
+    )
+    header = (
+        f"{'run':<20} {'median s':>9} {'× bare':>7} {'× engine':>9} {'fixed s':>8} {'round s':>8}"
+    )
+    print(header + f" {'final acc %':>12}  runs (s)")
+    for name, rs in results.items():
+        ratio = f"{median[name] / floor:.3f}" if floor else "-"
+        to_engine = f"{median[name] / dense:.3f}" if dense else "-"
+        fixed = statistics.median(r["fixed"] for r in rs)
+        later = [s for r in rs for s in r["rounds"][1:]] or [r["span"] for r in rs]
+        accuracy = 100 * statistics.median(r["accuracy"] for r in rs)
+        walls = " / ".join(f"{r['wall']:.1f}" for r in rs)
         print(
-            f"{t.name:<20} {t.median:>9.1f} {ratio:>8} {to_engine:>9} {accuracy:>12.2f}  ({runs})"
+            f"{name:<20} {median[name]:>9.1f} {ratio:>7} {to_engine:>9} {fixed:>8.2f} "
+            f"{statistics.median(later):>8.2f} {accuracy:>12.2f}  ({walls})"
         )
+    if floor and dense:
+        extra = statistics.median(r["fixed"] for r in results["engine dense"]) - statistics.median(
+            r["fixed"] for r in results["bare"]
+        )
+        print(f"engine's fixed cost beyond the bare floor's (medians): {extra:.2f} s")
 
 
 if __name__ == "__main__":

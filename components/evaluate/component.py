@@ -21,7 +21,7 @@ def evaluate(
     from fedprune.io.exchange import read_broadcast, read_model, read_updates
     from fedprune.io.publish import history_until, run_store
     from fedprune.io.state import ClientState
-    from fedprune.tracking.mlflow import tracker_for
+    from fedprune.tracking.runs import tracker_for
 
     cfg = parse_config(json.loads(config_json))
     plan = read_broadcast(message.path)

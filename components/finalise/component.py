@@ -13,7 +13,7 @@ def finalise(config_json: str, run_id: str, model: Input[Model], final_model: Ou
     from fedprune.io.exchange import read_model
     from fedprune.io.publish import history_until, run_store
     from fedprune.io.state import ClientState
-    from fedprune.tracking.mlflow import tracker_for
+    from fedprune.tracking.runs import tracker_for
 
     cfg = parse_config(json.loads(config_json))
     shutil.copyfile(model.path, final_model.path)

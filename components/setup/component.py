@@ -9,7 +9,7 @@ def setup(config_json: str, compiled_shape: str) -> str:
     from fedprune.config import parse_config
     from fedprune.config.kubeflow import check_dag_shape
     from fedprune.io.publish import run_store
-    from fedprune.tracking.mlflow import start_run, tracker_for
+    from fedprune.tracking.runs import start_run, tracker_for
 
     cfg = parse_config(json.loads(config_json))
     check_dag_shape(cfg, json.loads(compiled_shape))

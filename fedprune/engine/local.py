@@ -32,10 +32,11 @@ from fedprune.engine.round import (
 )
 from fedprune.io.publish import round_state
 from fedprune.io.state import ClientState
-from fedprune.io.store import RunStore, StoreError, open_backend
+from fedprune.io.store import Backend, RunStore, StoreError, open_backend
 from fedprune.records import ClientUpdate, GlobalModel, RoundMetrics, RoundPlan
 from fedprune.tasks.datasets import ImageDataset
-from fedprune.tracking.mlflow import start_run, tracker_for
+from fedprune.tracking.background import Background
+from fedprune.tracking.runs import artifact_root, run_spec
 
 
 @dataclass(frozen=True)
@@ -106,43 +107,34 @@ def run_experiment(
     progress: Progress | None = None,
     resume: str | None = None,
 ) -> RunResult:
-    """Run (or, with `resume`, continue) an experiment; the result holds every round's metrics."""
+    """Run (or, with `resume`, continue) an experiment; the result holds every round's metrics.
+
+    MLflow opens in a process of its own (`fedprune.tracking.background`) while the initial
+    model is built and round 1 trains; the run's store folder is named by the MLflow run id,
+    so the first publish waits for it."""
     progress = progress or Progress()
     callbacks = load_callbacks(cfg.callbacks)
     rt = steps.Runtime.build(cfg, data=data)  # before any run exists: a bad split fails clean
     backend = open_backend(cfg.store, cfg.s3)  # credentials, bucket, endpoint: fail clean too
-    tracker = tracker_for(cfg)
+    store, restored, history = None, None, []
     if resume:
         store = RunStore(backend, cfg.experiment, resume)
         restored, history = resume_state(store, cfg)
-        tracker.reopen(resume)
-    else:
-        store = RunStore(backend, cfg.experiment, start_run(tracker, cfg, engine="local"))
-        restored, history = None, []
-
+    name, params, tags = run_spec(cfg, engine="local")
+    opening = {"reopen": resume} if resume else {"start": [name, params, tags]}
+    tracking = Background(cfg.tracking, cfg.experiment, artifact_root(cfg), opening)
     pool = ClientPool(rt) if cfg.engine.workers > 1 else None
     try:
-        if not resume:
-            config_yaml = yaml.safe_dump(cfg.model_dump(), sort_keys=False).encode()
-            store.write("config.yaml", config_yaml)
-            assert rt.shards is not None
-            store.write(
-                "partition.json", json.dumps({"clients": [len(s) for s in rt.shards]}).encode()
-            )
-            tracker.log_bytes("config.yaml", config_yaml)
         if restored is None:
             global_model, source = initial_model(rt, backend)
-            tracker.set_tag("init_from", source)
+            tracking.set_tag("init_from", source)
         else:
             global_model = restored
-        logged = tracker.logged_steps("sparsity")  # a kill can fall between store and MLflow
-        for metrics in history:
-            if metrics.round not in logged:
-                tracker.log_metrics(metrics.flat(), step=metrics.round)
+        relog(tracking, history)  # a kill can fall between store and MLflow
         progress.start(cfg.rounds - len(history), cfg.clients_per_round())
         for metrics in history:
             progress.round_done(metrics)
-        state = ClientState.after(store, len(history))
+        state = ClientState.after(store, len(history)) if store else ClientState()
         for round_ in range(len(history) + 1, cfg.rounds + 1):
             plan = plan_round(rt, global_model, state, round_=round_)
             updates = []
@@ -153,6 +145,7 @@ def run_experiment(
             candidate = steps.server_prune(
                 combined, updates, rt.method, round_=round_, broadcast=plan.payload
             )
+            store = store or new_run_store(rt, backend, tracking)
             metrics = conclude_round(
                 rt,
                 plan,
@@ -165,22 +158,45 @@ def run_experiment(
             )
             global_model = candidate
             history.append(metrics)
-            tracker.log_metrics(metrics.flat(), step=round_)
+            tracking.log_metrics(metrics.flat(), step=round_)
             progress.round_done(metrics)
+        store = store or new_run_store(rt, backend, tracking)  # a resume with no round left
         costs = final_costs(rt, global_model, state)
         finish(
             store,
-            tracker,
+            tracking,
             global_model=global_model,
             history=history,
             costs=costs,
             experiment=cfg.experiment,
         )
+        tracking.finish()
     except BaseException as error:
-        tracker.abandon("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
+        tracking.abandon("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
         raise
     finally:
+        tracking.close()
         if pool is not None:
             pool.close()
-    tracker.finish()
-    return RunResult(store.run_id, store.location, history, tracker.ui_hint(), costs)
+    return RunResult(store.run_id, store.location, history, tracking.ui_hint(), costs)
+
+
+def relog(tracking: Background, history: list[RoundMetrics]) -> None:
+    """Log the rounds of `history` MLflow lacks (a resumed run killed between the two)."""
+    if not history:
+        return
+    logged = tracking.logged_steps("sparsity")
+    for metrics in history:
+        if metrics.round not in logged:
+            tracking.log_metrics(metrics.flat(), step=metrics.round)
+
+
+def new_run_store(rt: steps.Runtime, backend: Backend, tracking: Background) -> RunStore:
+    """The new run's store folder, named by its MLflow run id, with its config and split."""
+    store = RunStore(backend, rt.cfg.experiment, tracking.run_id)
+    config_yaml = yaml.safe_dump(rt.cfg.model_dump(), sort_keys=False).encode()
+    store.write("config.yaml", config_yaml)
+    assert rt.shards is not None
+    store.write("partition.json", json.dumps({"clients": [len(s) for s in rt.shards]}).encode())
+    tracking.log_bytes("config.yaml", config_yaml)
+    return store

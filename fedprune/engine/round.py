@@ -25,6 +25,7 @@ from fedprune.io.store import Backend, RunStore, model_bytes
 from fedprune.pruning.masks import Mask
 from fedprune.records import ClientUpdate, GlobalModel, RoundMetrics, RoundPlan
 from fedprune.steps import Runtime
+from fedprune.tracking.background import Background
 from fedprune.tracking.mlflow import Tracker
 from fedprune.tracking.plots import plot_run
 
@@ -112,7 +113,7 @@ def final_costs(rt: Runtime, global_model: GlobalModel, state: ClientState) -> d
 
 def finish(
     store: RunStore,
-    tracker: Tracker,
+    tracker: Tracker | Background,
     *,
     global_model: GlobalModel,
     history: list[RoundMetrics],

@@ -1,6 +1,9 @@
 """MLflow tracking: params are the flattened config, metrics one point per round (step=round).
 
-MLflow is imported on first use: it is slow to import and `fedprune --help` should not wait."""
+MLflow is imported on first use: it is slow to import and `fedprune --help` should not wait.
+This module imports nothing else of fedprune's (the local engine's tracking process,
+`fedprune.tracking.worker`, loads it without torch); `fedprune.tracking.runs` builds trackers
+and runs from a config."""
 
 from __future__ import annotations
 
@@ -12,9 +15,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from fedprune.config import ExperimentConfig, flatten
 from fedprune.errors import UserError
-from fedprune.pruning.methods import METHODS
 
 BATCH = 100
 # MLflow's own HTTP retries (exponential backoff) default to 7 tries with factor 2: minutes before
@@ -150,27 +151,11 @@ class Tracker:
         return self
 
     def ui_hint(self) -> str:
-        if self.uri.startswith(("http://", "https://")):
-            return f"open {self.uri}"
-        return f"mlflow ui --backend-store-uri {self.uri}  (then open http://127.0.0.1:5000)"
+        return ui_hint(self.uri)
 
 
-def tracker_for(cfg: ExperimentConfig) -> Tracker:
-    """MLflow artifacts of an embedded (SQLite) tracking store live beside its database."""
-    if cfg.tracking.startswith("sqlite:///"):
-        root = Path(cfg.tracking.removeprefix("sqlite:///")).parent / "mlartifacts"
-    else:
-        root = Path(cfg.store) / "mlartifacts"
-    return Tracker(cfg.tracking, cfg.experiment, root)
-
-
-def start_run(tracker: Tracker, cfg: ExperimentConfig, engine: str) -> str:
-    """Start the experiment's MLflow run: params = flattened config, tags for filtering."""
-    tags = {
-        "dataset": cfg.data.dataset,
-        "partition": cfg.data.partition.kind,
-        "model": cfg.model.name,
-        "method": METHODS.get(cfg.pruning.method).tag(cfg.pruning),
-        "engine": engine,
-    }
-    return tracker.start(f"{cfg.experiment}-s{cfg.seed}", flatten(cfg), tags)
+def ui_hint(uri: str) -> str:
+    """How to look at runs tracked at `uri`."""
+    if uri.startswith(("http://", "https://")):
+        return f"open {uri}"
+    return f"mlflow ui --backend-store-uri {uri}  (then open http://127.0.0.1:5000)"

@@ -1,0 +1,38 @@
+"""Trackers and MLflow runs from an experiment's config: where artifacts go, the run's name,
+params (the flattened config) and tags (for filtering and `fedprune compare`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fedprune.config import ExperimentConfig, flatten
+from fedprune.pruning.methods import METHODS
+from fedprune.tracking.mlflow import Tracker
+
+
+def artifact_root(cfg: ExperimentConfig) -> Path:
+    """MLflow artifacts of an embedded (SQLite) tracking store live beside its database."""
+    if cfg.tracking.startswith("sqlite:///"):
+        return Path(cfg.tracking.removeprefix("sqlite:///")).parent / "mlartifacts"
+    return Path(cfg.store) / "mlartifacts"
+
+
+def tracker_for(cfg: ExperimentConfig) -> Tracker:
+    return Tracker(cfg.tracking, cfg.experiment, artifact_root(cfg))
+
+
+def run_spec(cfg: ExperimentConfig, engine: str) -> tuple[str, dict[str, str], dict[str, str]]:
+    """The run's name, params (the flattened config) and tags."""
+    tags = {
+        "dataset": cfg.data.dataset,
+        "partition": cfg.data.partition.kind,
+        "model": cfg.model.name,
+        "method": METHODS.get(cfg.pruning.method).tag(cfg.pruning),
+        "engine": engine,
+    }
+    return f"{cfg.experiment}-s{cfg.seed}", flatten(cfg), tags
+
+
+def start_run(tracker: Tracker, cfg: ExperimentConfig, engine: str) -> str:
+    """Start the experiment's MLflow run."""
+    return tracker.start(*run_spec(cfg, engine))
