@@ -326,3 +326,15 @@ def test_compare_orders_dense_50_and_90_percent(
     assert mb["dense"] > mb["50"] > mb["90"], "pruning shrinks what clients upload"
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert plot.stat().st_size > 10_000
+
+
+def test_resuming_a_finished_s3_run_exits_cleanly_and_changes_nothing(
+    reference, mnist_tiny, s3_env
+):
+    cfg, result = reference
+    backend = open_backend(cfg.store, cfg.s3)
+    prefix = f"{cfg.experiment}/{result.run_id}/"
+    before = {key: backend.get(key) for key in backend.list(prefix)}
+    with pytest.raises(StoreError, match="already finished"):
+        engine.run_experiment(cfg, data=mnist_tiny, resume=result.run_id)
+    assert {key: backend.get(key) for key in backend.list(prefix)} == before

@@ -34,7 +34,9 @@ def _answer(action, request: dict) -> dict:
 
 
 def serve(lines, out) -> None:
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    import mlflow  # noqa: F401  (its import sets its loggers up: quiet them after it)
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # its DB-migration chatter
     logging.getLogger("alembic").setLevel(logging.WARNING)
     tracker: Tracker | None = None
 
