@@ -21,6 +21,7 @@ from mlflow.tracking import MlflowClient
 from fedprune.cli import main
 from fedprune.config import ExperimentConfig, S3Config, parse_config
 from fedprune.engine import local as engine
+from fedprune.io.s3 import open_backend
 from fedprune.io.store import (
     CorruptObject,
     LocalBackend,
@@ -28,7 +29,6 @@ from fedprune.io.store import (
     StoreError,
     model_bytes,
     model_from_bytes,
-    open_backend,
 )
 from fedprune.tasks.datasets import ImageDataset, load_dataset
 from fedprune.tracking.mlflow import Tracker, TrackingError

@@ -11,7 +11,7 @@ def init_model(config_json: str, run_id: str, shards: Input[Dataset], model: Out
     from fedprune.config import parse_config
     from fedprune.engine.round import initial_model
     from fedprune.io.exchange import read_partition, write_model
-    from fedprune.io.store import open_backend
+    from fedprune.io.s3 import open_backend
     from fedprune.tracking.runs import tracker_for
 
     cfg = parse_config(json.loads(config_json))

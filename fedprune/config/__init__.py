@@ -19,7 +19,7 @@ from pydantic import AfterValidator, Field, ValidationError, model_validator
 from fedprune.config.kubeflow import KubeflowConfig
 from fedprune.errors import UserError
 from fedprune.io.codec import CompressionConfig
-from fedprune.io.store import S3Config
+from fedprune.io.s3 import S3Config
 from fedprune.pruning.methods import METHODS
 from fedprune.pruning.schedules import SCHEDULES
 from fedprune.registry import Params

@@ -31,8 +31,9 @@ from fedprune.engine.round import (
     plan_round,
 )
 from fedprune.io.publish import round_state
+from fedprune.io.s3 import open_backend
 from fedprune.io.state import ClientState
-from fedprune.io.store import Backend, RunStore, StoreError, open_backend
+from fedprune.io.store import Backend, RunStore, StoreError
 from fedprune.records import ClientUpdate, GlobalModel, RoundMetrics, RoundPlan
 from fedprune.tasks.datasets import ImageDataset
 from fedprune.tracking.background import Background

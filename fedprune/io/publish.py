@@ -9,13 +9,13 @@ import json
 import re
 
 from fedprune.config import ExperimentConfig
+from fedprune.io.s3 import open_backend
 from fedprune.io.store import (
     MANIFEST,
     Backend,
     RunStore,
     model_bytes,
     model_from_bytes,
-    open_backend,
 )
 from fedprune.records import ClientUpdate, GlobalModel, RoundMetrics
 

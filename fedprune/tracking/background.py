@@ -137,5 +137,9 @@ class Background:
         """End the tracking process (after the calls it was sent)."""
         if self._process.stdin is not None:
             self._process.stdin.close()
-        self._process.wait(timeout=60)
+        try:
+            self._process.wait(timeout=60)
+        except subprocess.TimeoutExpired:  # stuck on a server that stopped answering
+            self._process.kill()
+            self._process.wait()
         self._reader.join(timeout=5)
