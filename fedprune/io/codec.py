@@ -174,18 +174,22 @@ def _encode(
             continue
         flat_keep = keep.detach().cpu().reshape(-1).numpy().astype(bool)
         entry["n"] = int(flat_keep.sum())
+        if cfg.encoding == "dense" and not values_only:  # no mask stream to weigh against
+            entry["c"] = "dense"
+            tensors[f"{name}:v"] = stored
+            continue
         kept_values = stored[torch.from_numpy(flat_keep)]
         if values_only:
             entry["c"] = "values"
             tensors[f"{name}:v"] = kept_values
             continue
-        streams = mask_streams(flat_keep) if cfg.encoding == "sparse" else {}
-        codec = min(streams, key=lambda c: len(streams[c][0]), default=None)
+        streams = mask_streams(flat_keep)
+        codec = min(streams, key=lambda c: len(streams[c][0]))
         dense_bytes = stored.numel() * stored.element_size()
         sparse_bytes = kept_values.numel() * stored.element_size()
         # dense is exact only when the zero pattern is the mask (a kept weight may be 0.0)
         dense_exact = bool(np.array_equal((stored != 0).numpy(), flat_keep))
-        if codec is None or (dense_exact and dense_bytes <= sparse_bytes + len(streams[codec][0])):
+        if dense_exact and dense_bytes <= sparse_bytes + len(streams[codec][0]):
             entry["c"] = "dense"
             tensors[f"{name}:v"] = stored
             continue
