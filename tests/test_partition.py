@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 from fedprune.tasks.partitioners import PARTITIONERS, PartitionError, partition
 
 
-def PartitionConfig(kind: str, **settings):
+def settings_for(kind: str, **settings):
     """The `kind`'s registered settings, from those of `settings` it has."""
     params = PARTITIONERS[kind].params
     return params(**{k: v for k, v in settings.items() if k in params.model_fields})
@@ -29,7 +29,7 @@ def labels_for(n: int, classes: int, seed: int) -> np.ndarray:
 )
 def test_disjoint_covering_deterministic(kind, clients, n, seed, alpha):
     labels = labels_for(n, 10, seed)
-    cfg = PartitionConfig(kind=kind, alpha=alpha, shards_per_client=2, min_samples=5)
+    cfg = settings_for(kind=kind, alpha=alpha, shards_per_client=2, min_samples=5)
     first = partition(labels, clients, cfg, seed=seed)
     again = partition(labels, clients, cfg, seed=seed)
     assert len(first) == clients
@@ -59,7 +59,7 @@ def test_dirichlet_skew_grows_as_alpha_falls():
             [
                 mean_label_distance(
                     labels,
-                    partition(labels, 20, PartitionConfig(kind="dirichlet", alpha=alpha), seed=s),
+                    partition(labels, 20, settings_for(kind="dirichlet", alpha=alpha), seed=s),
                 )
                 for s in range(3)
             ]
@@ -73,20 +73,20 @@ def test_dirichlet_skew_grows_as_alpha_falls():
 
 def test_shards_give_few_classes_per_client():
     labels = np.repeat(np.arange(10), 200)
-    clients = partition(labels, 10, PartitionConfig(kind="shards", shards_per_client=2), seed=0)
+    clients = partition(labels, 10, settings_for(kind="shards", shards_per_client=2), seed=0)
     assert max(len(np.unique(labels[c])) for c in clients) <= 2
 
 
 def test_quantity_skew_varies_sizes_not_labels():
     labels = labels_for(10000, 10, 2)
-    clients = partition(labels, 10, PartitionConfig(kind="quantity_skew", alpha=0.5), seed=0)
+    clients = partition(labels, 10, settings_for(kind="quantity_skew", alpha=0.5), seed=0)
     sizes = [len(c) for c in clients]
     assert max(sizes) > 3 * min(sizes)
 
 
 def test_different_seeds_differ():
     labels = labels_for(1000, 10, 0)
-    cfg = PartitionConfig(kind="iid")
+    cfg = settings_for(kind="iid")
     assert not np.array_equal(
         partition(labels, 4, cfg, seed=0)[0], partition(labels, 4, cfg, seed=1)[0]
     )
@@ -95,4 +95,4 @@ def test_different_seeds_differ():
 def test_impossible_dirichlet_fails_clearly():
     labels = labels_for(100, 10, 0)
     with pytest.raises(PartitionError, match="min_samples"):
-        partition(labels, 10, PartitionConfig(kind="dirichlet", alpha=0.01, min_samples=10), seed=0)
+        partition(labels, 10, settings_for(kind="dirichlet", alpha=0.01, min_samples=10), seed=0)

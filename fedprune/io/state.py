@@ -47,9 +47,6 @@ class ClientState:
 
         return cls(by_client(raw["values"]), by_client(raw["blobs"]), store)
 
-    def get(self, key: str, client: int, default: Any = None) -> Any:
-        return self.values.get(key, {}).get(client, default)
-
     def of(self, key: str) -> dict[int, Any]:
         """Every client's value for `key`."""
         return dict(self.values.get(key, {}))

@@ -85,10 +85,10 @@ class Background:
             future.set_exception(failure)
 
     def _call(self, name: str, *args: object) -> Future:
-        self.raise_failed()
+        self._raise_failed()
         return self._send({"call": name, "args": list(args)})
 
-    def raise_failed(self) -> None:
+    def _raise_failed(self) -> None:
         """Raise the error of an earlier call that failed (the run's opening included)."""
         if self._errors:
             raise self._errors[0]
@@ -120,7 +120,7 @@ class Background:
             waiting = list(self._answers)
         for future in waiting:
             future.exception()
-        self.raise_failed()
+        self._raise_failed()
 
     def abandon(self, status: str) -> None:
         """Mark the run FAILED or KILLED if it was opened; never raise a second error."""
