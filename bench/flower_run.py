@@ -34,6 +34,7 @@ from common import train_plain  # noqa: E402
 from fedprune import steps  # noqa: E402
 from fedprune.config import ExperimentConfig  # noqa: E402
 from fedprune.tasks.datasets import load_dataset  # noqa: E402
+from fedprune.tasks.objectives import build_task  # noqa: E402
 from fedprune.training.local import evaluate  # noqa: E402
 
 
@@ -111,9 +112,10 @@ def flower_run(cfg: ExperimentConfig, threads: int) -> float:
         if server_round == 0:  # W tests after every round, not the initial model
             return None
         model.load_state_dict(arrays.to_torch_state_dict())
-        result = evaluate(model, data.x_test, data.y_test, batch_size=cfg.eval.batch_size)
-        accuracies.append(result.accuracy)
-        return MetricRecord({"accuracy": result.accuracy, "loss": result.loss})
+        batch = cfg.eval.batch_size
+        result = evaluate(model, data.x_test, data.y_test, batch_size=batch, task=build_task())
+        accuracies.append(result.metrics["accuracy"])
+        return MetricRecord({"accuracy": result.metrics["accuracy"], "loss": result.loss})
 
     server_app = ServerApp()
 

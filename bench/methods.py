@@ -196,8 +196,8 @@ def to_row(spec: Spec, history: list[RoundMetrics], costs: dict, seconds: float)
             if not math.isnan(history[-1].personal_sparsity)
             else history[-1].sparsity
         ),
-        accuracy=history[-1].test_accuracy,
-        best_accuracy=max(m.test_accuracy for m in history),
+        accuracy=history[-1].test["accuracy"],
+        best_accuracy=max(m.test["accuracy"] for m in history),
         mb_up=cumulative[-1],
         mb_down=sum(m.bytes_down for m in history) / 1e6,
         floor_ratio_up=model_up / floor if floor else math.nan,
@@ -205,7 +205,7 @@ def to_row(spec: Spec, history: list[RoundMetrics], costs: dict, seconds: float)
         macs_dense=costs["macs_dense"],
         macs_sparse_kernels=costs.get("personal_macs_sparse_kernels", costs["macs_sparse_kernels"]),
         seconds=seconds,
-        accuracy_curve=[m.test_accuracy for m in history],
+        accuracy_curve=[m.test["accuracy"] for m in history],
         mb_up_curve=cumulative,
         personal=not math.isnan(history[-1].personal_accuracy),
     )

@@ -82,7 +82,7 @@ def one(clients: int, per_round: int, subset: int | None, model: str, rounds: in
         "samples": samples,
         "round_s": sorted(per_round)[len(per_round) // 2],
         "wall_s": wall,
-        "accuracy": result.history[-1].test_accuracy,
+        "accuracy": result.history[-1].test["accuracy"],
         "after_data_mb": after_data,
         "peak_mb": peak,
         "traced_peak_mb": traced_peak / 2**20,

@@ -103,16 +103,16 @@ def bare_floor(cfg: ExperimentConfig, span: Span) -> float:
                 total[k] += v * (len(rows) / samples)
         global_state = total
         model.load_state_dict(global_state)
-        accuracy = evaluate(
-            model, data.x_test, data.y_test, batch_size=cfg.eval.batch_size
-        ).accuracy
+        batch = cfg.eval.batch_size
+        tested = evaluate(model, data.x_test, data.y_test, batch_size=batch, task=rt.task)
+        accuracy = tested.metrics["accuracy"]
         span.round_done(None)
     return accuracy
 
 
 def engine_run(cfg: ExperimentConfig, span: Span) -> float:
     """`fedprune run`'s path: the engine loads the data itself."""
-    return engine.run_experiment(cfg, progress=span).history[-1].test_accuracy
+    return engine.run_experiment(cfg, progress=span).history[-1].test["accuracy"]
 
 
 def flower(cfg: ExperimentConfig, span: Span) -> float:

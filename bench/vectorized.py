@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from fedprune.pruning.masks import full_mask, prunable_names  # noqa: E402
 from fedprune.tasks.datasets import load_dataset  # noqa: E402
 from fedprune.tasks.models import MODELS, build_model  # noqa: E402
+from fedprune.tasks.objectives import build_task  # noqa: E402
 from fedprune.training.local import ClientConfig, local_train  # noqa: E402
 from fedprune.training.vectorized import train_together  # noqa: E402
 
@@ -70,7 +71,15 @@ def main() -> None:
         runs = {
             "sequential": lambda s=shards: sequential(model, start, mask, x, y, s, cfg),
             "vectorised": lambda s=shards: train_together(
-                model, start, mask, x=x, y=y, shards=s, generators=generators(len(s)), cfg=cfg
+                model,
+                start,
+                mask,
+                x=x,
+                y=y,
+                shards=s,
+                generators=generators(len(s)),
+                cfg=cfg,
+                task=build_task(),
             )[0],
         }
         for run in runs.values():
@@ -102,6 +111,7 @@ def sequential(model, start, mask, x, y, shards, cfg) -> list[dict[str, torch.Te
             y=y[rows.to(x.device)],
             cfg=cfg,
             generator=generator,
+            task=build_task(),
         )
         out.append({n: t.detach().clone().cpu() for n, t in model.state_dict().items()})
     return out

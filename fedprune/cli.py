@@ -20,6 +20,7 @@ from fedprune.errors import UserError
 from fedprune.kubeflow_cli import add_kubeflow_commands
 from fedprune.pruning.methods import METHODS
 from fedprune.tasks.datasets import DATASETS
+from fedprune.tasks.objectives import TASKS
 
 if TYPE_CHECKING:
     from fedprune.records import RoundMetrics
@@ -28,18 +29,26 @@ EXIT_BAD_INPUT = 2
 console = Console()
 
 
-def round_table() -> Table:
+def round_table(main: str) -> Table:
     table = Table(title="rounds", show_edge=False)
-    for column in ("round", "acc %", "loss", "sparsity %", "MB up", "MB down", "s"):
+    metric = "acc %" if main == "accuracy" else main
+    for column in ("round", metric, "loss", "sparsity %", "MB up", "MB down", "s"):
         table.add_column(column, justify="right")
     return table
 
 
-class LiveProgress:
-    """A bar over all client trainings of the run, above a table that grows by one row a round."""
+def shown(main: str, value: float) -> str:
+    """A task's main metric as the table shows it: accuracy in percent, others as they are."""
+    return f"{100 * value:.2f}" if main == "accuracy" else f"{value:.4g}"
 
-    def __init__(self) -> None:
-        self.table = round_table()
+
+class LiveProgress:
+    """A bar over all client trainings of the run, above a table that grows by one row a round
+    (the task's main metric, `main`, in its second column)."""
+
+    def __init__(self, main: str) -> None:
+        self.main = main
+        self.table = round_table(main)
         self.bar = Progress(
             TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
         )
@@ -55,7 +64,7 @@ class LiveProgress:
     def round_done(self, m: RoundMetrics) -> None:
         row = (
             str(m.round),
-            f"{100 * m.test_accuracy:.2f}" if m.tested else "-",
+            shown(self.main, m.test[self.main]) if m.tested else "-",
             f"{m.test_loss:.4f}" if m.tested else "-",
             f"{100 * m.sparsity:.1f}",
             f"{m.bytes_up / 1e6:.2f}",
@@ -74,7 +83,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from fedprune.engine.local import run_experiment
 
     cfg = load_config(args.config)
-    view = LiveProgress()
+    main = TASKS.get(cfg.task.kind).main
+    view = LiveProgress(main)
     try:
         result = run_experiment(cfg, progress=view, resume=args.resume)
     finally:
@@ -85,7 +95,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     seconds = sum(m.seconds for m in result.history)
     console.print(
         f"\n[bold green]done[/] {len(result.history)} rounds in {seconds:.1f} s: "
-        f"test accuracy {100 * last.test_accuracy:.2f}%, sparsity {100 * last.sparsity:.1f}% "
+        f"test {main} {shown(main, last.test[main])}{'%' if main == 'accuracy' else ''}, sparsity {100 * last.sparsity:.1f}% "
         f"({last.nonzero_params:,} of {last.total_params:,} parameters non-zero), "
         f"{uploaded:.2f} MB uploaded, {downloaded:.2f} MB downloaded"
     )
@@ -127,12 +137,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from fedprune.tracking.compare import summarise
     from fedprune.tracking.plots import plot_lines
 
-    runs = summarise(
+    found = summarise(
         args.tracking, experiment=args.experiment, metric=args.metric, target=args.target
     )
+    runs, metric = found.runs, found.metric
     title = args.experiment or "all experiments"
-    table = Table(title=f"{title}: runs by final {args.metric}", show_edge=False)
-    columns = ("run", "method", "sparsity", "final", "best", "MB up", f"to {args.target:g}")
+    table = Table(title=f"{title}: runs by final {metric}", show_edge=False)
+    reach = f"to {args.target:g}" if args.target is not None else "to target"
+    columns = ("run", "method", "sparsity", "final", "best", "MB up", reach)
     for column in (*columns, "wall s"):
         justify = "left" if column in ("run", "method") else "right"
         # Only the method name may fold onto a second line when the terminal is narrow.
@@ -152,9 +164,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     lines = {
         f"{r.run_id[:8]} {r.method} {r.sparsity:.0%}": (r.cumulative_mb, r.curve) for r in runs
     }
-    plot_lines(
-        lines, xlabel="cumulative MB uploaded", ylabel=args.metric, title=title, path=args.plot
-    )
+    plot_lines(lines, xlabel="cumulative MB uploaded", ylabel=metric, title=title, path=args.plot)
     console.print(f"plot: {args.plot}")
     return 0
 
@@ -184,9 +194,9 @@ def parser() -> argparse.ArgumentParser:
     validate.set_defaults(handler=cmd_validate)
     compare = sub.add_parser("compare", help="table and plot of finished runs from MLflow")
     compare.add_argument("--experiment", help="only this experiment (default: all)")
-    compare.add_argument("--metric", default="test_accuracy")
+    compare.add_argument("--metric", help="default: the runs' main metric (their task's)")
     compare.add_argument(
-        "--target", type=float, default=0.9, help="count the rounds until the metric reaches this"
+        "--target", type=float, help="count the rounds until the metric reaches this"
     )
     compare.add_argument(
         "--tracking",

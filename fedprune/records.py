@@ -37,7 +37,6 @@ class ClientUpdate:
 @dataclass(frozen=True)
 class RoundMetrics:
     round: int
-    test_accuracy: float
     test_loss: float
     train_loss: float
     sparsity: float
@@ -67,14 +66,18 @@ class RoundMetrics:
     personal_sparsity: float = math.nan
     """With personal masks: the mean sparsity of the clients' masks (the global model's
     `sparsity` is that of their union)."""
+    test: dict[str, float] = field(default_factory=dict)
+    """The task's test metrics (e.g. accuracy, macro_f1; rmse, mae), MLflow `test_<name>`;
+    empty on rounds `eval.every` skipped."""
     extra: dict[str, float] = field(default_factory=dict)
     """What the config's callbacks returned for this round (`callbacks`)."""
 
     def flat(self) -> dict[str, float]:
         """MLflow metrics of the round (the round itself is the step); a round that was not
         tested (`eval.every`) has no accuracy or loss."""
-        nested = ("round", "layer_sparsity", "extra")
+        nested = ("round", "layer_sparsity", "test", "extra")
         values = {k: v for k, v in asdict(self).items() if k not in nested}
+        values.update({f"test_{k}": v for k, v in self.test.items()})
         values.update({f"layer_sparsity.{k}": v for k, v in self.layer_sparsity.items()})
         values.update(self.extra)
         return {k: v for k, v in values.items() if not math.isnan(v)}
@@ -82,7 +85,7 @@ class RoundMetrics:
     @property
     def tested(self) -> bool:
         """False on rounds that `eval.every` skipped."""
-        return not math.isnan(self.test_accuracy)
+        return bool(self.test)
 
 
 @dataclass(frozen=True)

@@ -92,11 +92,14 @@ class Registry(Generic[T]):
 
     def section(self) -> Any:
         """The config type of this extension point: the union of the registered parameter
-        models, chosen by `tag` (the default entry when the tag is left out)."""
+        models, chosen by `tag` (the default entry when the tag is left out; a bare name is
+        short for `{tag: name}`, e.g. `task: regression`)."""
         models = tuple(entry.params for entry in self._entries.values())
         union = models[0] if len(models) == 1 else Union[models]  # noqa: UP007
 
         def tag_default(raw: object) -> object:
+            if isinstance(raw, str):
+                return {self.tag: raw}
             if isinstance(raw, dict) and self.tag not in raw:
                 return {self.tag: self.default, **raw}
             return raw

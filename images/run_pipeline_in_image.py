@@ -77,8 +77,13 @@ def main(image: str) -> None:
     accuracy = steps.evaluate(steps.Runtime.build(cfg, data=mnist), final)
     report = measure_sparsity(final.weights, final.mask)
     expected = reference.history[-1]
-    print(f"accuracy in image {accuracy.accuracy:.4f}, local engine {expected.test_accuracy:.4f}")
-    if (accuracy.accuracy, accuracy.loss) != (expected.test_accuracy, expected.test_loss):
+    print(
+        f"accuracy in image {accuracy.metrics['accuracy']:.4f}, local engine {expected.test['accuracy']:.4f}"
+    )
+    if (accuracy.metrics["accuracy"], accuracy.loss) != (
+        expected.test["accuracy"],
+        expected.test_loss,
+    ):
         sys.exit("the pipeline in the image gave other numbers than the local engine")
     if abs(report.sparsity - 0.8) > 1e-3:
         sys.exit(f"sparsity {report.sparsity} != 0.8")

@@ -8,7 +8,9 @@ from fedprune.engine import local as engine
 
 
 def strip(history):
-    return [(m.test_accuracy, m.test_loss, m.sparsity, m.bytes_up, m.bytes_down) for m in history]
+    return [
+        (m.test["accuracy"], m.test_loss, m.sparsity, m.bytes_up, m.bytes_down) for m in history
+    ]
 
 
 def test_workers_give_the_sequential_results(make_config, mnist_small):
@@ -37,7 +39,7 @@ def test_vectorized_run_matches_sequential_within_noise(make_config, mnist_small
     base["client"] = {**base["client"], "vectorize": True}
     together = engine.run_experiment(make_config(**base), data=mnist_small).history
     for a, b in zip(sequential, together, strict=True):
-        assert abs(a.test_accuracy - b.test_accuracy) <= 0.002  # ≤ 4 of 2,000 test images
+        assert abs(a.test["accuracy"] - b.test["accuracy"]) <= 0.002  # ≤ 4 of 2,000 test images
         assert math.isclose(a.test_loss, b.test_loss, rel_tol=1e-3)
         assert a.bytes_up == b.bytes_up
 
@@ -48,7 +50,7 @@ def test_eval_every_skips_tests_but_not_the_last_round(make_config, mnist_small)
     cfg = make_config(rounds=3, eval={"every": 2})
     result = engine.run_experiment(cfg, data=mnist_small)
     assert [m.tested for m in result.history] == [False, True, True]
-    assert math.isnan(result.history[0].test_accuracy)
+    assert not result.history[0].tested and math.isnan(result.history[0].test_loss)
     client = MlflowClient(cfg.tracking)
     assert [p.step for p in client.get_metric_history(result.run_id, "test_accuracy")] == [2, 3]
     assert len(client.get_metric_history(result.run_id, "sparsity")) == 3

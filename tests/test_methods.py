@@ -61,7 +61,7 @@ def test_every_method_keeps_its_declared_sparsity(make_config, mnist_small, name
             assert metrics.target_sparsity - 0.05 < metrics.sparsity <= metrics.target_sparsity
         else:
             assert metrics.sparsity == pytest.approx(metrics.target_sparsity, abs=tolerance)
-    assert result.history[-1].test_accuracy > 0.5, f"{name} did not learn"
+    assert result.history[-1].test["accuracy"] > 0.5, f"{name} did not learn"
     assert result.history[-1].target_sparsity == (0.0 if name == "dense" else 0.8)
     if name == "prunefl":  # importance travels in round 2 only, and is counted in bytes up
         assert [m.importance_bytes_up > 0 for m in result.history] == [False, True, False]

@@ -42,7 +42,7 @@ def test_kfp_local_matches_local_engine(make_config, mnist_small, tmp_path):
     # Same steps, same seeds, same summation order: the numbers are identical, not just close.
     final = read_model(final_path)
     accuracy = steps.evaluate(steps.Runtime.build(cfg, data=mnist_small), final)
-    assert accuracy.accuracy == local.history[-1].test_accuracy
+    assert accuracy.metrics["accuracy"] == local.history[-1].test["accuracy"]
     assert accuracy.loss == local.history[-1].test_loss
     report = measure_sparsity(final.weights, final.mask)
     assert report.sparsity == local.history[-1].sparsity == pytest.approx(0.8, abs=1e-3)
@@ -68,7 +68,7 @@ def test_kfp_local_matches_local_engine(make_config, mnist_small, tmp_path):
     kfp_accuracy = client.get_metric_history(runs[0].info.run_id, "test_accuracy")
     assert sorted(p.step for p in kfp_accuracy) == [1, 2, 3]
     by_round = {p.step: p.value for p in kfp_accuracy}
-    assert by_round == {m.round: m.test_accuracy for m in local.history}
+    assert by_round == {m.round: m.test["accuracy"] for m in local.history}
     assert all(m.extra["kept_weights"] > 0 for m in local.history)
     metrics = ("bytes_up", "importance_bytes_up", "bytes_down", "sparsity", "test_loss")
     for metric in (*metrics, "max_abs_kept_weight", "kept_weights", "mean_upload_bytes"):

@@ -314,13 +314,13 @@ def test_compare_orders_dense_50_and_90_percent(
         if line.split() and line.split()[0] in ids
     ]
     assert len(rows) == 3
-    by_final = sorted(runs, key=lambda k: -runs[k].history[-1].test_accuracy)
+    by_final = sorted(runs, key=lambda k: -runs[k].history[-1].test["accuracy"])
     targets = {"dense": "0.00", "50": "0.50", "90": "0.90"}
     assert [row[2] for row in rows] == [targets[k] for k in by_final]
     for row in rows:
         label = next(k for k, v in targets.items() if v == row[2])
         history = runs[label].history
-        assert row[3] == f"{history[-1].test_accuracy:.4f}"
+        assert row[3] == f"{history[-1].test['accuracy']:.4f}"
         assert float(row[5]) == pytest.approx(sum(m.bytes_up for m in history) / 1e6, abs=0.01)
     mb = {k: sum(m.bytes_up for m in r.history) for k, r in runs.items()}
     assert mb["dense"] > mb["50"] > mb["90"], "pruning shrinks what clients upload"

@@ -2,7 +2,10 @@ import torch
 
 from fedprune.pruning.masks import apply_mask_, full_mask, magnitude_mask, prunable_names
 from fedprune.tasks.models import MODELS, build_model
+from fedprune.tasks.objectives import build_task
 from fedprune.training.local import ClientConfig, evaluate, local_train
+
+TASK = build_task()
 
 
 def synthetic(n: int = 256, seed: int = 0):
@@ -29,7 +32,13 @@ def test_pruned_weights_stay_exactly_zero_during_training():
         cfg = ClientConfig(epochs=2, lr=0.1, momentum=0.9, weight_decay=1e-3, prox_mu=0.1)
         before = {n: p.detach().clone() for n, p in model.named_parameters()}
         local_train(
-            model, mask, x=x[:64], y=y[:64], cfg=cfg, generator=torch.Generator().manual_seed(0)
+            model,
+            mask,
+            x=x[:64],
+            y=y[:64],
+            cfg=cfg,
+            generator=torch.Generator().manual_seed(0),
+            task=TASK,
         )
         for param_name, param in model.named_parameters():
             if param_name in mask:
@@ -44,10 +53,12 @@ def test_training_lowers_loss_and_is_seeded():
     results = []
     for _ in range(2):
         model, mask = pruned_model("mlp", 0.5)
-        start = evaluate(model, x, y, batch_size=128).loss
+        start = evaluate(model, x, y, batch_size=128, task=TASK).loss
         cfg = ClientConfig(epochs=5, lr=0.05)
-        local_train(model, mask, x=x, y=y, cfg=cfg, generator=torch.Generator().manual_seed(3))
-        results.append(evaluate(model, x, y, batch_size=128).loss)
+        local_train(
+            model, mask, x=x, y=y, cfg=cfg, generator=torch.Generator().manual_seed(3), task=TASK
+        )
+        results.append(evaluate(model, x, y, batch_size=128, task=TASK).loss)
         assert results[-1] < start
     assert results[0] == results[1]
 
@@ -65,6 +76,7 @@ def test_fedprox_pulls_towards_the_global_model():
             y=y,
             cfg=ClientConfig(epochs=3, lr=0.05, prox_mu=mu),
             generator=torch.Generator().manual_seed(1),
+            task=TASK,
         )
         drift[mu] = sum(
             float((p.detach() - anchor[n]).norm() ** 2) for n, p in model.named_parameters()

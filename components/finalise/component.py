@@ -24,6 +24,12 @@ def finalise(config_json: str, run_id: str, model: Input[Model], final_model: Ou
     costs = final_costs(rt, final, ClientState.after(store, cfg.rounds))
     history = history_until(store, cfg.rounds)
     finish(
-        store, tracker, global_model=final, history=history, costs=costs, experiment=cfg.experiment
+        store,
+        tracker,
+        global_model=final,
+        history=history,
+        costs=costs,
+        experiment=cfg.experiment,
+        main=rt.task.main,
     )
     tracker.finish()

@@ -26,13 +26,14 @@ from fedprune.registry import Params
 from fedprune.strategies import STRATEGIES
 from fedprune.tasks.datasets import DATASETS
 from fedprune.tasks.models import MODELS
+from fedprune.tasks.objectives import TASKS
 from fedprune.tasks.partitioners import PARTITIONERS
 from fedprune.training.local import ClientConfig
 
 Fraction = Annotated[float, Field(gt=0.0, le=1.0)]
 REGISTERED_DEFAULTS = {
     registry.default: registry.tag
-    for registry in (METHODS, STRATEGIES, MODELS, PARTITIONERS, SCHEDULES)
+    for registry in (METHODS, STRATEGIES, MODELS, PARTITIONERS, SCHEDULES, TASKS)
 }
 """Default entry → its tag key, to name the entry in messages when a config leaves it out."""
 CALLBACK = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
@@ -84,6 +85,9 @@ class ExperimentConfig(Params):
     experiment: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")] = "default"
     seed: int = 0
     rounds: Annotated[int, Field(ge=1)] = 10
+    task: TASKS.section() = TASKS.defaults()  # type: ignore[valid-type]
+    """What is learned: `classification` (cross-entropy; accuracy, macro-F1, ROC AUC for two
+    classes) or `regression` (MSE; RMSE, MAE)."""
     data: DataConfig = DataConfig()
     model: MODELS.section() = MODELS.defaults()  # type: ignore[valid-type]
     client: ClientConfig = ClientConfig()
@@ -134,6 +138,11 @@ class ExperimentConfig(Params):
                 "the global mask in the full-shape model)"
             )
         method.check(self.pruning, self.data.num_clients)
+        if needs.classification and self.task.kind != "classification":
+            raise ValueError(
+                f"pruning method '{self.pruning.method}' with these settings scores clients "
+                f"by accuracy: task must be classification, not '{self.task.kind}'"
+            )
         if self.store.startswith("s3://") and self.s3.endpoint is None:
             raise ValueError("s3.endpoint is required when store is s3://… (e.g. minio:9000)")
         return self

@@ -27,12 +27,14 @@ class RoundContext:
     """The round's client updates in client order: `client`, `num_samples`, `payload` (the
     encoded upload; `fedprune.io.codec.decode` gives its weights and mask), `train_loss`."""
     metrics: RoundMetrics
-    """The round's built-in metrics (`test_accuracy` is NaN on rounds `eval.every` skips)."""
+    """The round's built-in metrics (`test` is empty on rounds `eval.every` skips)."""
     config: ExperimentConfig
 
 
 Callback = Callable[[RoundContext], Mapping[str, float]]
 BUILT_IN = {f.name for f in fields(RoundMetrics)}
+RESERVED = ("test_", "layer_sparsity.")
+"""Prefixes of the built-in metrics' MLflow names (`test_accuracy`, `layer_sparsity.0.weight`)."""
 
 
 class CallbackError(UserError):
@@ -65,7 +67,12 @@ def run_callbacks(callbacks: list[tuple[str, Callback]], ctx: RoundContext) -> d
                 f"callback {path} returned {type(returned).__name__}, not a dict of metrics"
             )
         for name, value in returned.items():
-            if not isinstance(name, str) or name in BUILT_IN or name in extra:
+            if (
+                not isinstance(name, str)
+                or name in BUILT_IN
+                or name.startswith(RESERVED)
+                or name in extra
+            ):
                 raise CallbackError(
                     f"callback {path}: metric name {name!r} is taken (built-in or returned "
                     "by another callback)"

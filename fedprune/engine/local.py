@@ -170,6 +170,7 @@ def run_experiment(
             history=history,
             costs=costs,
             experiment=cfg.experiment,
+            main=rt.task.main,
         )
         tracking.finish()
     except BaseException as error:

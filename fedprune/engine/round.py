@@ -119,16 +119,18 @@ def finish(
     history: list[RoundMetrics],
     costs: dict[str, float],
     experiment: str,
+    main: str,
 ) -> None:
     """Publish the final model, metrics, inference costs (`Method.costs`) and plots (manifest
-    last) and log them to MLflow."""
+    last) and log them to MLflow; the plots show the task's main metric, `main`."""
     final = {
         "model.safetensors": model_bytes(global_model.weights, global_model.mask),
         "metrics.json": metrics_bytes(history),
         "costs.json": json.dumps(costs, indent=2).encode(),
     }
     with tempfile.TemporaryDirectory() as scratch:
-        for plot in plot_run(history, Path(scratch), f"{experiment} ({store.run_id[:8]})"):
+        title = f"{experiment} ({store.run_id[:8]})"
+        for plot in plot_run(history, Path(scratch), title, main=main):
             final[plot.name] = plot.read_bytes()
     store.publish("", final, rounds=len(history))
     for name, data in final.items():

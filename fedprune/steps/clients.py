@@ -62,6 +62,7 @@ def train_clients(
             shards=shard_rows,
             generators=generators,
             cfg=cfg.client,
+            task=rt.task,
         )
         masks = [mask] * len(clients)
         importances: list[Weights | None] = [None] * len(clients)
@@ -88,7 +89,7 @@ def train_clients(
                 else None
             )
             loss, kept = local_train(
-                learner, learn_mask, x=x, y=y, cfg=cfg.client, generator=generator,
+                learner, learn_mask, x=x, y=y, cfg=cfg.client, generator=generator, task=rt.task,
                 regrowth=method.regrowth(round_, steps), importance=importance,
             )  # fmt: skip
             local = {name: t.detach().clone() for name, t in learner.state_dict().items()}

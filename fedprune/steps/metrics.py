@@ -20,7 +20,8 @@ def evaluate(rt: Runtime, global_model: GlobalModel) -> Evaluation:
     structured pruning)."""
     assert rt.data is not None, "evaluation needs the data"
     served = rt.method.served(global_model.weights, global_model.mask)
-    return evaluate_model(served, rt.data.x_test, rt.data.y_test, batch_size=rt.cfg.eval.batch_size)
+    x, y, batch = rt.data.x_test, rt.data.y_test, rt.cfg.eval.batch_size
+    return evaluate_model(served, x, y, batch_size=batch, task=rt.task)
 
 
 def is_test_round(round_: int, rounds: int, every: int) -> bool:
@@ -38,7 +39,7 @@ def round_metrics(
 ) -> RoundMetrics:
     """Evaluate the new global model (on test rounds) and add what the round cost in bytes
     and seconds."""
-    untested = Evaluation(accuracy=math.nan, loss=math.nan)
+    untested = Evaluation(loss=math.nan, metrics={})
     tested = is_test_round(round_, rt.cfg.rounds, rt.cfg.eval.every)
     result = evaluate(rt, global_model) if tested else untested
     report = measure_sparsity(global_model.weights, global_model.mask)
@@ -58,7 +59,7 @@ def round_metrics(
         }
     return RoundMetrics(
         round=round_,
-        test_accuracy=result.accuracy,
+        test=result.metrics,
         test_loss=result.loss,
         train_loss=sum(u.train_loss * u.num_samples for u in updates) / samples,
         sparsity=report.sparsity,

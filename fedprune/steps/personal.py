@@ -9,7 +9,11 @@ from torch import nn
 from fedprune.pruning.masks import Weights
 from fedprune.records import seed_for
 from fedprune.tasks.datasets import ImageDataset
+from fedprune.tasks.objectives import build_task
 from fedprune.training.local import evaluate
+
+ACCURACY = build_task()
+"""Classification: LotteryFL scores by accuracy (the config allows it with no other task)."""
 
 
 def validation_split(
@@ -29,7 +33,8 @@ def accuracy_on(
 ) -> float:
     """Accuracy of `weights` on training rows `rows` (a client's validation rows)."""
     model.load_state_dict(weights)
-    return evaluate(model, data.x_train[rows], data.y_train[rows], batch_size=batch_size).accuracy
+    x, y = data.x_train[rows], data.y_train[rows]
+    return evaluate(model, x, y, batch_size=batch_size, task=ACCURACY).metrics["accuracy"]
 
 
 def personal_accuracy(
@@ -37,7 +42,9 @@ def personal_accuracy(
 ) -> float:
     """Test accuracy of a client's model on the client's own label mix (LotteryFL tests each
     client on local test data drawn like its training data)."""
-    per_class = evaluate(model, data.x_test, data.y_test, batch_size=batch_size).per_class
+    x, y = data.x_test, data.y_test
+    per_class = evaluate(model, x, y, batch_size=batch_size, task=ACCURACY).per_class
+    assert per_class is not None
     return mix_accuracy(per_class, data.y_train[rows])
 
 

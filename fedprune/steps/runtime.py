@@ -16,6 +16,7 @@ from fedprune.pruning.methods import METHODS, Method, MethodContext
 from fedprune.records import GlobalModel, seed_for
 from fedprune.tasks.datasets import DataShape, ImageDataset, data_shape, load_dataset
 from fedprune.tasks.models import build_model
+from fedprune.tasks.objectives import Task, build_task
 from fedprune.tasks.partitioners import Partition, partition
 from fedprune.training.local import local_train
 
@@ -27,6 +28,7 @@ class Runtime:
     model: nn.Module
     """The model clients train in (one per process, reused by every client)."""
     method: Method
+    task: Task
     data: ImageDataset | None = None
     """None in pods that handle only models (aggregate, finalise)."""
     shards: Partition | None = None
@@ -51,7 +53,7 @@ class Runtime:
         model = build_model(cfg.model, shape.input_shape, shape.num_classes, seed=cfg.seed)
         ctx = MethodContext(model=model, input_shape=shape.input_shape, rounds=cfg.rounds)
         method = METHODS.get(cfg.pruning.method)(cfg.pruning, ctx)
-        return cls(cfg, shape, model, method, data, shards)
+        return cls(cfg, shape, model, method, build_task(cfg.task), data, shards)
 
     def rows(self, client: int) -> torch.Tensor:
         """The training rows of one client."""
@@ -84,7 +86,7 @@ def init_global(rt: Runtime) -> GlobalModel:
         generator = torch.Generator().manual_seed(rt.cfg.seed)
         settings = rt.cfg.client.model_copy(update={"epochs": epochs})
         x, y = rt.data.x_train[rows], rt.data.y_train[rows]
-        local_train(rt.model, mask, x=x, y=y, cfg=settings, generator=generator)
+        local_train(rt.model, mask, x=x, y=y, cfg=settings, generator=generator, task=rt.task)
         return {name: t.detach().clone() for name, t in rt.model.state_dict().items()}
 
     weights, mask = rt.method.start(weights, full_mask(weights, names), train)

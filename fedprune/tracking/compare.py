@@ -1,7 +1,9 @@
 """Compare finished runs from MLflow: what each method cost in bytes and what it reached.
 
 Everything comes from the tracking server (params, tags, per-round metric histories), so runs
-from the local and the Kubeflow engine, or from different machines, compare alike.
+from the local and the Kubeflow engine, or from different machines, compare alike. Without a
+metric, the runs' main metric is compared (their tag `main_metric`, e.g. `test_accuracy`, or
+`test_rmse` for regression: lower is better there, tag `higher_is_better`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from dataclasses import dataclass
 from itertools import accumulate
 
 from fedprune.tracking.mlflow import TrackingError, tracking_errors
+
+LOWER_IS_BETTER = ("loss", "rmse", "mae", "bytes_up", "bytes_down", "seconds")
 
 
 @dataclass(frozen=True)
@@ -30,10 +34,19 @@ class RunSummary:
     curve: list[float]
 
 
+@dataclass(frozen=True)
+class Comparison:
+    metric: str
+    higher_is_better: bool
+    runs: list[RunSummary]
+    """Best final metric first."""
+
+
 def summarise(
-    tracking: str, *, experiment: str | None, metric: str, target: float
-) -> list[RunSummary]:
-    """Finished runs of one experiment (or of all), best final `metric` first."""
+    tracking: str, *, experiment: str | None, metric: str | None, target: float | None
+) -> Comparison:
+    """Finished runs of one experiment (or of all) by final `metric` (default: the first
+    run's main metric)."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking)
@@ -46,6 +59,14 @@ def summarise(
                 raise TrackingError(f"no experiment '{experiment}' at {tracking}")
             ids = [found.experiment_id]
         runs = client.search_runs(ids, "attributes.status = 'FINISHED'", max_results=1000)
+        tags = runs[0].data.tags if runs else {}
+        main = tags.get("main_metric", "test_accuracy")
+        metric = metric or main
+        if metric == main:
+            higher = tags.get("higher_is_better", "true") == "true"
+        else:  # another metric: losses, errors and bytes are better low
+            higher = not metric.endswith(LOWER_IS_BETTER)
+        best, sign = (max, 1.0) if higher else (min, -1.0)
         summaries = []
         for run in runs:
             by_step = {p.step: p.value for p in client.get_metric_history(run.info.run_id, metric)}
@@ -56,14 +77,14 @@ def summarise(
                 continue
             steps = sorted(by_step)
             curve = [by_step[s] for s in steps]
-            reached = [s for s in steps if by_step[s] >= target]
+            reached = [s for s in steps if target is not None and sign * (by_step[s] - target) >= 0]
             summaries.append(
                 RunSummary(
                     run_id=run.info.run_id,
                     method=run.data.tags.get("method", "?"),
                     sparsity=run.data.metrics.get("sparsity", math.nan),
                     final=curve[-1],
-                    best=max(curve),
+                    best=best(curve),
                     mb_uploaded=sum(uploads.values()) / 1e6,
                     rounds_to_target=reached[0] if reached else None,
                     wall_s=(run.info.end_time - run.info.start_time) / 1000,
@@ -74,4 +95,5 @@ def summarise(
     if not summaries:
         where = f"experiment '{experiment}'" if experiment else "any experiment"
         raise TrackingError(f"no finished runs with metric '{metric}' in {where} at {tracking}")
-    return sorted(summaries, key=lambda s: (-s.final, s.mb_uploaded))
+    ordered = sorted(summaries, key=lambda s: (-sign * s.final, s.mb_uploaded))
+    return Comparison(metric, higher, ordered)

@@ -1,5 +1,5 @@
-"""Run plots: accuracy per round, and accuracy against cumulative MB uploaded (the
-communication/accuracy trade-off pruning is for)."""
+"""Run plots: the main metric (accuracy, RMSE, …) per round, and against cumulative MB
+uploaded (the communication/accuracy trade-off pruning is for)."""
 
 from __future__ import annotations
 
@@ -38,22 +38,25 @@ def plot_lines(
     return path
 
 
-def plot_run(history: list[RoundMetrics], folder: Path, title: str) -> list[Path]:
+def plot_run(history: list[RoundMetrics], folder: Path, title: str, *, main: str) -> list[Path]:
+    """The task's main metric (`main`, e.g. accuracy) per round and against cumulative MB
+    uploaded."""
     cumulative_mb = [b / 1e6 for b in accumulate(m.bytes_up for m in history)]
     tested = [(m, mb) for m, mb in zip(history, cumulative_mb, strict=True) if m.tested]
     rounds = [float(m.round) for m, _ in tested]
-    accuracy = [100 * m.test_accuracy for m, _ in tested]
+    scale, unit = (100.0, " (%)") if main == "accuracy" else (1.0, "")
+    values = [scale * m.test[main] for m, _ in tested]
     uploaded = [mb for _, mb in tested]
     return [
         plot_lines(
-            {title: (x, accuracy)},
+            {title: (x, values)},
             xlabel=label,
-            ylabel="test accuracy (%)",
+            ylabel=f"test {main}{unit}",
             title=title,
             path=folder / name,
         )
         for name, x, label in (
-            ("accuracy_vs_round.png", rounds, "round"),
-            ("accuracy_vs_mb_uploaded.png", uploaded, "cumulative MB uploaded"),
+            (f"{main}_vs_round.png", rounds, "round"),
+            (f"{main}_vs_mb_uploaded.png", uploaded, "cumulative MB uploaded"),
         )
     ]

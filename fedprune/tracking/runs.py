@@ -7,6 +7,7 @@ from pathlib import Path
 
 from fedprune.config import ExperimentConfig, flatten
 from fedprune.pruning.methods import METHODS
+from fedprune.tasks.objectives import TASKS
 from fedprune.tracking.mlflow import Tracker
 
 
@@ -23,12 +24,16 @@ def tracker_for(cfg: ExperimentConfig) -> Tracker:
 
 def run_spec(cfg: ExperimentConfig, engine: str) -> tuple[str, dict[str, str], dict[str, str]]:
     """The run's name, params (the flattened config) and tags."""
+    task = TASKS.get(cfg.task.kind)
     tags = {
         "dataset": cfg.data.dataset,
         "partition": cfg.data.partition.kind,
         "model": cfg.model.name,
         "method": METHODS.get(cfg.pruning.method).tag(cfg.pruning),
         "engine": engine,
+        "task": cfg.task.kind,
+        "main_metric": f"test_{task.main}",
+        "higher_is_better": str(task.higher_is_better).lower(),
     }
     return f"{cfg.experiment}-s{cfg.seed}", flatten(cfg), tags
 

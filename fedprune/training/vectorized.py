@@ -14,11 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
 from fedprune.pruning.masks import Mask, Weights
+from fedprune.tasks.objectives import Task
 from fedprune.training.local import ClientConfig
 
 
@@ -61,6 +61,7 @@ def train_together(
     shards: list[torch.Tensor],
     generators: list[torch.Generator],
     cfg: ClientConfig,
+    task: Task,
 ) -> tuple[list[Weights], list[float]]:
     """Local training of every client from `start` under `mask`; returns each client's
     weights and mean batch loss, as `local_train` would one client at a time."""
@@ -74,7 +75,7 @@ def train_together(
 
     def loss_fn(p: Weights, xb: torch.Tensor, yb: torch.Tensor, wb: torch.Tensor):
         logits = functional_call(model, p, (xb,))
-        losses = F.cross_entropy(logits, yb, reduction="none")
+        losses = task.loss(logits, yb, reduction="none")
         return (losses * wb).sum() / wb.sum().clamp_min(1.0)
 
     step_fn = vmap(grad_and_value(loss_fn))

@@ -74,6 +74,9 @@ class Needs:
     vectorizable: bool = True
     """Clients may train together (`client.vectorize`): every client trains the global mask
     in the full-shape model."""
+    classification: bool = False
+    """Clients are scored by accuracy (on their validation rows and label mix): the task
+    must be classification."""
 
 
 def pruned(weights: Weights, mask: Mask) -> Model:

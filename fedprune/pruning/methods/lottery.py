@@ -57,7 +57,8 @@ class Lottery(Method):
 
     @classmethod
     def needs(cls, params: LotteryParams) -> Needs:  # type: ignore[override]
-        return Needs(mask_aware=params.personal, vectorizable=not params.personal)
+        personal = params.personal
+        return Needs(mask_aware=personal, vectorizable=not personal, classification=personal)
 
     def client_start(
         self, weights: Weights, mask: Mask, *, round_: int, accuracy: Callable[[Weights], float]
