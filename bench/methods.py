@@ -50,7 +50,7 @@ from fedprune.io.codec import decode  # noqa: E402
 from fedprune.io.state import ClientState  # noqa: E402
 from fedprune.io.store import LocalBackend, RunStore, model_from_bytes  # noqa: E402
 from fedprune.steps import GlobalModel, RoundMetrics  # noqa: E402
-from fedprune.tasks.datasets import ImageDataset, load_dataset  # noqa: E402
+from fedprune.tasks.datasets import FederatedData, load_dataset  # noqa: E402
 
 WORKLOAD = """Workload per run, sized so the 100 runs fit in about an hour on 2 cores: the FedAvg
 paper's MLP (199,210 parameters), 20 clients, 5 sampled per round, {rounds} rounds of 1 local
@@ -145,7 +145,7 @@ class Row:
 
 
 @functools.cache
-def dataset(name: str) -> ImageDataset:
+def dataset(name: str) -> FederatedData:
     """Each data set loaded once per process (the sweep's workers, the report)."""
     return load_dataset(name)
 

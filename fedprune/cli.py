@@ -19,7 +19,7 @@ from fedprune.config import ExperimentConfig, load_config
 from fedprune.errors import UserError
 from fedprune.kubeflow_cli import add_kubeflow_commands
 from fedprune.pruning.methods import METHODS
-from fedprune.tasks.datasets import DATASETS
+from fedprune.tasks.datasets import fetchable
 from fedprune.tasks.objectives import TASKS
 
 if TYPE_CHECKING:
@@ -208,7 +208,7 @@ def parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="data sets")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     fetch_cmd = data_sub.add_parser("fetch", help="obtain a data set into $FEDPRUNE_DATA")
-    fetch_cmd.add_argument("name", choices=DATASETS.names())
+    fetch_cmd.add_argument("name", choices=fetchable())
     fetch_cmd.set_defaults(handler=cmd_data_fetch)
     add_kubeflow_commands(sub)
     return root
@@ -216,6 +216,10 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        # Import paths in a config (models, data sets, callbacks) resolve from the current
+        # folder, as with `python -m`, and from PYTHONPATH.
+        sys.path.insert(0, os.getcwd())
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # its DB-migration chatter
     logging.getLogger("alembic").setLevel(logging.WARNING)
     try:

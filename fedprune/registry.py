@@ -5,21 +5,64 @@ An entry is one class or function in one file, registered by name with its param
 pydantic model beside it. The config's section for an extension point is the union of the
 registered parameter models, tagged by name (`pruning: {method: feddst, every: 5}`), so the
 allowed names and each entry's settings come from here and nowhere else; an unknown name fails
-validation listing what is registered.
+validation listing what is registered. Where users bring their own code (models, data sets),
+the name may also be an import path, `package.module:callable` (`Registry(imported=...)`).
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import pkgutil
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Generic, Literal, TypeVar, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, create_model
+
+from fedprune.errors import UserError
 
 T = TypeVar("T")
+IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+IMPORTED = "import"
+"""The union tag of an entry named by import path."""
+
+
+def is_import_path(name: str) -> bool:
+    return ":" in name
+
+
+def load_callable(path: str, field: str) -> Callable[..., Any]:
+    """The callable at `package.module:callable`; a UserError naming `field` if it does not
+    import or is not callable."""
+    if not IMPORT_PATH.match(path):
+        raise UserError(
+            f"{field}: '{path}' is not an import path of the form package.module:callable"
+        )
+    module_name, _, attribute = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as error:  # the user's module failing to import, for any reason
+        raise UserError(f"{field}: cannot import '{module_name}': {error}") from None
+    found = getattr(module, attribute, None)
+    if not callable(found):
+        raise UserError(f"{field}: '{module_name}' has no callable '{attribute}'")
+    return found
+
+
+def check_signature(function: Callable[..., Any], field: str, **arguments: Any) -> None:
+    """A UserError naming `field` if `function` cannot be called with these keywords."""
+    try:
+        inspect.signature(function).bind(**arguments)
+    except TypeError as error:
+        names = ", ".join(arguments)
+        raise UserError(
+            f"{field}: {function.__qualname__} cannot be called with {names}: {error}"
+        ) from None
+    except ValueError:  # no signature to inspect (a builtin): the call will tell
+        pass
 
 
 def import_entries(package: str, path: list[str]) -> None:
@@ -48,10 +91,20 @@ class Registry(Generic[T]):
     """Names → (class or function, parameters) for one extension point.
 
     `kind` names the extension point in messages; `tag` is the config key that chooses an
-    entry (`method`, `name`, `kind`); `default` the entry a config gets when it names none."""
+    entry (`method`, `name`, `kind`); `default` the entry a config gets when it names none;
+    `imported`, when given, the settings of an entry named by import path instead."""
 
-    def __init__(self, kind: str, *, tag: str, default: str, base: type[Params] = Params):
+    def __init__(
+        self,
+        kind: str,
+        *,
+        tag: str,
+        default: str,
+        base: type[Params] = Params,
+        imported: type[Params] | None = None,
+    ):
         self.kind, self.tag, self.default, self.base = kind, tag, default, base
+        self.imported = imported
         self._entries: dict[str, Entry[T]] = {}
 
     def register(self, name: str, params: type[Params] | None = None) -> Callable[[T], T]:
@@ -96,6 +149,18 @@ class Registry(Generic[T]):
         short for `{tag: name}`, e.g. `task: regression`)."""
         models = tuple(entry.params for entry in self._entries.values())
         union = models[0] if len(models) == 1 else Union[models]  # noqa: UP007
+        chosen: Any = Field(discriminator=self.tag)
+        if self.imported is not None:
+            members = [Annotated[e.params, Tag(e.name)] for e in self._entries.values()]
+            union = Union[(*members, Annotated[self.imported, Tag(IMPORTED)])]  # noqa: UP007
+            tag = self.tag
+
+            def choose(raw: object) -> object:
+                name = raw.get(tag) if isinstance(raw, dict) else getattr(raw, tag, None)
+                return IMPORTED if isinstance(name, str) and is_import_path(name) else name
+
+            choose.__name__ = tag  # messages name the key: "Input tag 'x' found using name()"
+            chosen = Discriminator(choose)
 
         def tag_default(raw: object) -> object:
             if isinstance(raw, str):
@@ -104,7 +169,7 @@ class Registry(Generic[T]):
                 return {self.tag: self.default, **raw}
             return raw
 
-        return Annotated[union, Field(discriminator=self.tag), BeforeValidator(tag_default)]
+        return Annotated[union, chosen, BeforeValidator(tag_default)]
 
     def defaults(self) -> Params:
         """The settings of the default entry, all defaults."""

@@ -5,13 +5,13 @@ from pathlib import Path
 import pytest
 
 from fedprune.config import ExperimentConfig, parse_config
-from fedprune.tasks.datasets import ImageDataset, load_dataset
+from fedprune.tasks.datasets import FederatedData, load_dataset
 
 pytest_plugins = ["tests.services"]  # real S3 and MLflow servers
 
 
 @pytest.fixture(scope="session")
-def mnist_small() -> ImageDataset:
+def mnist_small() -> FederatedData:
     """A real MNIST subset (`make test` fetches the files first)."""
     return load_dataset("mnist", train_subset=6000, test_subset=2000)
 

@@ -38,7 +38,10 @@ def test_callback_metrics_are_logged_each_round_and_comparable(make_config, mnis
 @pytest.mark.parametrize(
     ("path", "message"),
     [
-        ("tests.callbacks:no_such_function", "cannot import 'tests.callbacks:no_such_function'"),
+        (
+            "tests.callbacks:no_such_function",
+            "'tests.callbacks' has no callable 'no_such_function'",
+        ),
         ("tests.callbacks:not_a_dict", "returned list, not a dict of metrics"),
         ("tests.callbacks:takes_a_built_in_name", "'test_accuracy' is taken"),
     ],

@@ -4,7 +4,15 @@ import struct
 import numpy as np
 import pytest
 
-from fedprune.tasks.datasets import DataError, DataShape, data_shape, load_dataset, read_idx
+from fedprune.config import parse_config
+from fedprune.tasks.datasets import (
+    DataError,
+    DataShape,
+    data_shape,
+    fetchable,
+    load_dataset,
+    read_idx,
+)
 
 
 def write_idx(path, array: np.ndarray, compress: bool = False) -> None:
@@ -50,7 +58,7 @@ def test_missing_files_say_how_to_fetch(tmp_path):
 
 
 def test_unknown_dataset_lists_allowed(tmp_path):
-    with pytest.raises(DataError, match="registered: fashion-mnist, mnist"):
+    with pytest.raises(DataError, match="fetchable: fashion-mnist, mnist"):
         load_dataset("cifar10", root=tmp_path)
 
 
@@ -70,16 +78,15 @@ def test_real_mnist_is_complete(mnist_small):
     # the registered shape (what the aggregation pod builds models from, without the data)
     # is the data's own
     seen = DataShape(tuple(full.x_train.shape[1:]), int(full.y_train.max()) + 1)
-    assert data_shape("mnist") == seen == full.shape
+    assert data_shape(parse_config({}).data, "classification") == seen == full.shape
 
 
 def test_config_accepts_the_registered_datasets_only():
-    from fedprune.config import ConfigError, parse_config
-    from fedprune.tasks.datasets import DATASETS
+    from fedprune.config import ConfigError
 
-    for name in DATASETS.names():
+    for name in fetchable():
         assert parse_config({"data": {"dataset": name}}).data.dataset == name
-    with pytest.raises(ConfigError, match="data.dataset: .*registered: fashion-mnist, mnist"):
+    with pytest.raises(ConfigError, match="data.dataset: unknown 'cifar10'; registered: .*'mnist'"):
         parse_config({"data": {"dataset": "cifar10"}})
 
 
@@ -91,4 +98,7 @@ def test_fetch_fashion_mnist_from_debian(tmp_path):
     data = load_dataset("fashion-mnist", root=tmp_path)
     assert data.x_train.shape == (60000, 1, 28, 28) and data.num_classes == 10
     seen = DataShape(tuple(data.x_train.shape[1:]), int(data.y_train.max()) + 1)
-    assert data_shape("fashion-mnist") == seen
+    assert (
+        data_shape(parse_config({"data": {"dataset": "fashion-mnist"}}).data, "classification")
+        == seen
+    )

@@ -30,7 +30,8 @@ from fedprune.io.store import (
     model_bytes,
     model_from_bytes,
 )
-from fedprune.tasks.datasets import ImageDataset, load_dataset
+from fedprune.records import RoundMetrics
+from fedprune.tasks.datasets import FederatedData, load_dataset
 from fedprune.tracking.mlflow import Tracker, TrackingError
 from tests.services import ACCESS_KEY, SECRET_KEY, SeaweedFS, free_ports
 
@@ -40,7 +41,7 @@ EXACT = ("test_accuracy", "test_loss", "train_loss", "sparsity", "nonzero_params
 
 
 @pytest.fixture(scope="module")
-def mnist_tiny() -> ImageDataset:
+def mnist_tiny() -> FederatedData:
     return load_dataset("mnist", train_subset=TRAIN, test_subset=TEST)
 
 
@@ -62,7 +63,7 @@ def tiny_config(store: str, tracking: str, endpoint: str, **overrides: object) -
 
 
 def exact(history: list) -> list[tuple]:
-    return [tuple(getattr(m, k) for k in EXACT) for m in history]
+    return [tuple(m.flat()[k] for k in EXACT) for m in history]
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +155,7 @@ def test_sigkill_in_round_3_then_resume_matches_uninterrupted(
     assert main(["run", str(path), "--resume", run_id]) == 0
 
     resumed = json.loads(store.load("")["metrics.json"])
-    assert [tuple(m[k] for k in EXACT) for m in resumed] == exact(uninterrupted.history)
+    assert exact([RoundMetrics(**m) for m in resumed]) == exact(uninterrupted.history)
     mlflow = MlflowClient(mlflow_server.uri)
     assert mlflow.get_run(run_id).info.status == "FINISHED"
     steps = [p.step for p in mlflow.get_metric_history(run_id, "test_accuracy")]

@@ -31,5 +31,6 @@ def finalise(config_json: str, run_id: str, model: Input[Model], final_model: Ou
         costs=costs,
         experiment=cfg.experiment,
         main=rt.task.main,
+        data_artifacts=rt.data_artifacts(),
     )
     tracker.finish()

@@ -9,7 +9,6 @@ registered ones, and each name brings its own settings.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -22,7 +21,7 @@ from fedprune.io.codec import CompressionConfig
 from fedprune.io.s3 import S3Config
 from fedprune.pruning.methods import METHODS
 from fedprune.pruning.schedules import SCHEDULES
-from fedprune.registry import Params
+from fedprune.registry import IMPORT_PATH, IMPORTED, Params, is_import_path
 from fedprune.strategies import STRATEGIES
 from fedprune.tasks.datasets import DATASETS
 from fedprune.tasks.models import MODELS
@@ -33,20 +32,9 @@ from fedprune.training.local import ClientConfig
 Fraction = Annotated[float, Field(gt=0.0, le=1.0)]
 REGISTERED_DEFAULTS = {
     registry.default: registry.tag
-    for registry in (METHODS, STRATEGIES, MODELS, PARTITIONERS, SCHEDULES, TASKS)
+    for registry in (METHODS, STRATEGIES, MODELS, PARTITIONERS, SCHEDULES, TASKS, DATASETS)
 }
 """Default entry → its tag key, to name the entry in messages when a config leaves it out."""
-CALLBACK = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-
-
-class DataConfig(Params):
-    dataset: Annotated[str, AfterValidator(DATASETS.check)] = DATASETS.default
-    num_clients: Annotated[int, Field(ge=1)] = 10
-    partition: PARTITIONERS.section() = PARTITIONERS.defaults()  # type: ignore[valid-type]
-    """How the training set is split across clients (all seeded)."""
-    train_subset: Annotated[int, Field(ge=1)] | None = None
-    """Use only the first N training samples (tests, quick looks)."""
-    test_subset: Annotated[int, Field(ge=1)] | None = None
 
 
 class SamplingConfig(Params):
@@ -76,7 +64,7 @@ class EngineConfig(Params):
 
 
 def _callback_path(path: str) -> str:
-    if not CALLBACK.match(path):
+    if not IMPORT_PATH.match(path):
         raise ValueError(f"'{path}' is not an import path of the form package.module:callable")
     return path
 
@@ -88,7 +76,8 @@ class ExperimentConfig(Params):
     task: TASKS.section() = TASKS.defaults()  # type: ignore[valid-type]
     """What is learned: `classification` (cross-entropy; accuracy, macro-F1, ROC AUC for two
     classes) or `regression` (MSE; RMSE, MAE)."""
-    data: DataConfig = DataConfig()
+    data: DATASETS.section() = DATASETS.defaults()  # type: ignore[valid-type]
+    """The data set (`dataset`), its own settings, and the clients it is split over."""
     model: MODELS.section() = MODELS.defaults()  # type: ignore[valid-type]
     client: ClientConfig = ClientConfig()
     sampling: SamplingConfig = SamplingConfig()
@@ -158,7 +147,7 @@ class ConfigError(UserError):
     """A config file that cannot be used; the message lists every offending field."""
 
 
-TAGS = ("method", "name", "kind")
+TAGS = ("method", "name", "kind", "dataset")
 """The keys that choose a registry entry (see `fedprune.registry`)."""
 
 
@@ -171,6 +160,9 @@ def _field(loc: tuple, raw: object) -> tuple[str, str]:
     for part in loc:
         if isinstance(raw, dict) and not tagged:
             tag = next((t for t in TAGS if raw.get(t, None) == part), None)
+            if tag is None and part == IMPORTED:  # an entry named by its import path
+                tag = next((t for t in TAGS if is_import_path(str(raw.get(t, "")))), None)
+                part = raw[tag] if tag else part
             if tag is None and part not in raw and part in REGISTERED_DEFAULTS:
                 tag = REGISTERED_DEFAULTS[part]  # the tag was left to its default
             if tag is not None:
@@ -190,9 +182,12 @@ def format_errors(error: ValidationError, raw: object) -> str:
         if item["type"] == "extra_forbidden":
             message = f"unknown key{chosen} (not a setting; check the spelling)"
         elif item["type"] == "union_tag_invalid":
-            tag = str(item["ctx"]["discriminator"]).strip("'")
+            tag = str(item["ctx"]["discriminator"]).strip("'").removesuffix("()")
             field = f"{field}.{tag}" if field != "(top level)" else tag
-            message = f"unknown {item['ctx']['tag']!r}; registered: {item['ctx']['expected_tags']}"
+            expected = str(item["ctx"]["expected_tags"]).replace(
+                f", '{IMPORTED}'", ", or an import path package.module:callable"
+            )
+            message = f"unknown {item['ctx']['tag']!r}; registered: {expected}"
         elif chosen:
             message += chosen
         lines.append(f"  {field}: {message}")

@@ -5,7 +5,6 @@ then compares them)."""
 
 from __future__ import annotations
 
-import importlib
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -13,6 +12,7 @@ from dataclasses import dataclass, fields
 from fedprune.config import ExperimentConfig
 from fedprune.errors import UserError
 from fedprune.records import ClientUpdate, GlobalModel, RoundMetrics
+from fedprune.registry import load_callable
 
 
 @dataclass(frozen=True)
@@ -46,14 +46,10 @@ def load_callbacks(paths: list[str]) -> list[tuple[str, Callback]]:
     any round)."""
     loaded = []
     for path in paths:
-        module_name, _, attr = path.partition(":")
         try:
-            found = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as error:
-            raise CallbackError(f"callbacks: cannot import '{path}': {error}") from None
-        if not callable(found):
-            raise CallbackError(f"callbacks: '{path}' is not callable")
-        loaded.append((path, found))
+            loaded.append((path, load_callable(path, "callbacks")))
+        except UserError as error:
+            raise CallbackError(str(error)) from None
     return loaded
 
 

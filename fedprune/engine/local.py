@@ -35,7 +35,7 @@ from fedprune.io.s3 import open_backend
 from fedprune.io.state import ClientState
 from fedprune.io.store import Backend, RunStore, StoreError
 from fedprune.records import ClientUpdate, GlobalModel, RoundMetrics, RoundPlan
-from fedprune.tasks.datasets import ImageDataset
+from fedprune.tasks.datasets import FederatedData
 from fedprune.tracking.background import Background
 from fedprune.tracking.runs import artifact_root, run_spec
 
@@ -104,7 +104,7 @@ def train_round(
 def run_experiment(
     cfg: ExperimentConfig,
     *,
-    data: ImageDataset | None = None,
+    data: FederatedData | None = None,
     progress: Progress | None = None,
     resume: str | None = None,
 ) -> RunResult:
@@ -171,6 +171,7 @@ def run_experiment(
             costs=costs,
             experiment=cfg.experiment,
             main=rt.task.main,
+            data_artifacts=rt.data_artifacts(),
         )
         tracking.finish()
     except BaseException as error:

@@ -19,13 +19,13 @@ import torch.multiprocessing as torch_mp
 from fedprune import steps
 from fedprune.config import ExperimentConfig
 from fedprune.records import ClientUpdate
-from fedprune.tasks.datasets import ImageDataset
+from fedprune.tasks.datasets import FederatedData
 from fedprune.tasks.partitioners import Partition
 
 _worker: dict[str, steps.Runtime] = {}
 
 
-def _start(*, cfg: ExperimentConfig, data: ImageDataset, shards: Partition, threads: int) -> None:
+def _start(*, cfg: ExperimentConfig, data: FederatedData, shards: Partition, threads: int) -> None:
     torch.set_num_threads(threads)
     _worker["rt"] = steps.Runtime.build(cfg, data=data, shards=shards)
 

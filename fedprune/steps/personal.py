@@ -8,7 +8,7 @@ from torch import nn
 
 from fedprune.pruning.masks import Weights
 from fedprune.records import seed_for
-from fedprune.tasks.datasets import ImageDataset
+from fedprune.tasks.datasets import FederatedData
 from fedprune.tasks.objectives import build_task
 from fedprune.training.local import evaluate
 
@@ -29,7 +29,7 @@ def validation_split(
 
 
 def accuracy_on(
-    model: nn.Module, weights: Weights, *, data: ImageDataset, rows: torch.Tensor, batch_size: int
+    model: nn.Module, weights: Weights, *, data: FederatedData, rows: torch.Tensor, batch_size: int
 ) -> float:
     """Accuracy of `weights` on training rows `rows` (a client's validation rows)."""
     model.load_state_dict(weights)
@@ -38,7 +38,7 @@ def accuracy_on(
 
 
 def personal_accuracy(
-    model: nn.Module, *, rows: torch.Tensor, data: ImageDataset, batch_size: int
+    model: nn.Module, *, rows: torch.Tensor, data: FederatedData, batch_size: int
 ) -> float:
     """Test accuracy of a client's model on the client's own label mix (LotteryFL tests each
     client on local test data drawn like its training data)."""

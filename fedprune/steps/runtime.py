@@ -14,10 +14,12 @@ from fedprune.config import ExperimentConfig
 from fedprune.pruning.masks import Mask, Weights, full_mask, prunable_names
 from fedprune.pruning.methods import METHODS, Method, MethodContext
 from fedprune.records import GlobalModel, seed_for
-from fedprune.tasks.datasets import DataShape, ImageDataset, data_shape, load_dataset
-from fedprune.tasks.models import build_model
+from fedprune.steps.features import Standardization, standardize
+from fedprune.tasks.datasets import DataError, DataShape, FederatedData, data_shape
+from fedprune.tasks.datasets import load_data as load_dataset
+from fedprune.tasks.models import ModelError, build_model
 from fedprune.tasks.objectives import Task, build_task
-from fedprune.tasks.partitioners import Partition, partition
+from fedprune.tasks.partitioners import Partition, Sites, partition
 from fedprune.training.local import local_train
 
 
@@ -29,31 +31,49 @@ class Runtime:
     """The model clients train in (one per process, reused by every client)."""
     method: Method
     task: Task
-    data: ImageDataset | None = None
+    data: FederatedData | None = None
     """None in pods that handle only models (aggregate, finalise)."""
     shards: Partition | None = None
+    standardization: Standardization | None = None
+    """The features' federated statistics, for data sets that standardise (tabular)."""
 
     @classmethod
     def build(
         cls,
         cfg: ExperimentConfig,
         *,
-        data: ImageDataset | None = None,
+        data: FederatedData | None = None,
         shards: Partition | None = None,
         with_data: bool = True,
     ) -> Runtime:
         """Load the data (unless given, or `with_data` is False), split it (unless `shards`
-        is given), build the seeded model and the method (structured pruning traces the
-        model's channel dependencies here, once)."""
+        is given) and standardise it if it asks (federated statistics), build the seeded
+        model and the method (structured pruning traces the model's channel dependencies
+        here, once). Labels and the model's outputs are checked against the task here, before
+        any round."""
         if with_data and data is None:
             data = load_data(cfg)
         if data is not None and shards is None:
             shards = partition_data(data, cfg)
-        shape = data.shape if data is not None else data_shape(cfg.data.dataset)
+        standardization = None
+        if data is not None and data.standardize:
+            assert shards is not None
+            data, standardization = standardize(data, shards)
+        shape = data.shape if data is not None else data_shape(cfg.data, cfg.task.kind)
         model = build_model(cfg.model, shape.input_shape, shape.num_classes, seed=cfg.seed)
+        task = build_task(cfg.task)
+        check_outputs(model, shape, cfg)
+        if data is not None:
+            check_labels(data, task)
         ctx = MethodContext(model=model, input_shape=shape.input_shape, rounds=cfg.rounds)
         method = METHODS.get(cfg.pruning.method)(cfg.pruning, ctx)
-        return cls(cfg, shape, model, method, build_task(cfg.task), data, shards)
+        return cls(cfg, shape, model, method, task, data, shards, standardization)
+
+    def data_artifacts(self) -> dict[str, bytes]:
+        """What serving the model needs of the data: the features' statistics, if any."""
+        if self.standardization is None:
+            return {}
+        return {"standardization.json": self.standardization.to_json()}
 
     def rows(self, client: int) -> torch.Tensor:
         """The training rows of one client."""
@@ -61,15 +81,43 @@ class Runtime:
         return torch.from_numpy(self.shards[client])
 
 
-def load_data(cfg: ExperimentConfig) -> ImageDataset:
+def load_data(cfg: ExperimentConfig) -> FederatedData:
     """The experiment's data set, subsets applied, as every engine and pod loads it."""
-    data = cfg.data
-    return load_dataset(data.dataset, train_subset=data.train_subset, test_subset=data.test_subset)
+    return load_dataset(cfg.data, cfg.task.kind)
 
 
-def partition_data(data: ImageDataset, cfg: ExperimentConfig) -> Partition:
-    labels = data.y_train.numpy()
-    return partition(labels, cfg.data.num_clients, cfg.data.partition, seed=cfg.seed)
+def partition_data(data: FederatedData, cfg: ExperimentConfig) -> Partition:
+    labels = data.y_train.numpy() if data.y_train.dim() == 1 else np.zeros(len(data.y_train))
+    sites = Sites(data.sites, data.site_rows) if data.sites else None
+    return partition(labels, cfg.data.num_clients, cfg.data.partition, seed=cfg.seed, sites=sites)
+
+
+def check_labels(data: FederatedData, task: Task) -> None:
+    for split, labels in (("train", data.y_train), ("test", data.y_test)):
+        problem = task.check_labels(labels, data.num_classes)
+        if problem:
+            raise DataError(f"data ({data.name}, {split} split): {problem}")
+
+
+def check_outputs(model: nn.Module, shape: DataShape, cfg: ExperimentConfig) -> None:
+    """The model's output for a batch of two must be (2, outputs) for the task."""
+    probe = torch.zeros(2, *shape.input_shape)
+    try:
+        with torch.no_grad():
+            outputs = model.eval()(probe)
+    except Exception as error:  # a user's model failing on the data's shape, for any reason
+        raise ModelError(
+            f"model.name: {cfg.model.name} fails on a batch of shape {tuple(probe.shape)} "
+            f"(the data's input shape): {type(error).__name__}: {error}"
+        ) from None
+    wanted = (2, shape.num_classes)
+    if not isinstance(outputs, torch.Tensor) or tuple(outputs.shape) != wanted:
+        got = tuple(outputs.shape) if isinstance(outputs, torch.Tensor) else type(outputs).__name__
+        what = "classes" if cfg.task.kind == "classification" else "targets"
+        raise ModelError(
+            f"model.name: {cfg.model.name} returns {got} for a batch of 2, but task "
+            f"{cfg.task.kind} with {shape.num_classes} {what} needs {wanted}"
+        )
 
 
 def init_global(rt: Runtime) -> GlobalModel:

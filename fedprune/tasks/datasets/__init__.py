@@ -1,26 +1,57 @@
-"""Data sets, one file each, registered by name (`data.dataset`)."""
+"""Data sets, one file each, registered by name (`data.dataset`), or the user's loader by
+import path."""
 
-from fedprune.registry import import_entries
+from fedprune.registry import check_signature, import_entries, is_import_path, load_callable
 from fedprune.tasks.datasets.base import (
     DATASETS,
     DataError,
+    DataParams,
     DataShape,
-    ImageDataset,
+    FederatedData,
+    ImportedData,
     data_dir,
-    data_shape,
-    fetch,
-    load_dataset,
 )
-from fedprune.tasks.datasets.idx import read_idx
+from fedprune.tasks.datasets.idx import fetch, fetchable, load_dataset, read_idx
+
+
+def load_data(params: DataParams, task: str) -> FederatedData:
+    """The data set the `data` section `params` configures for a task of kind `task`, as
+    every engine and pod loads it."""
+    name: str = params.dataset  # type: ignore[attr-defined]
+    if not is_import_path(name):
+        return DATASETS.get(name).load(params, task)
+    assert isinstance(params, ImportedData)
+    loader = load_callable(name, "data.dataset")
+    check_signature(loader, "data.dataset", **params.kwargs)
+    data = loader(**params.kwargs)
+    if not isinstance(data, FederatedData):
+        raise DataError(
+            f"data.dataset: {name} returned {type(data).__name__}, not a "
+            "fedprune.tasks.datasets.FederatedData"
+        )
+    return data
+
+
+def data_shape(params: DataParams, task: str) -> DataShape:
+    """The data set's input shape and output count, without loading it where it can."""
+    name: str = params.dataset  # type: ignore[attr-defined]
+    if is_import_path(name):
+        return load_data(params, task).shape
+    return DATASETS.get(name).data_shape(params, task)
+
 
 __all__ = [
     "DATASETS",
     "DataError",
+    "DataParams",
     "DataShape",
-    "ImageDataset",
+    "FederatedData",
+    "ImportedData",
     "data_dir",
     "data_shape",
     "fetch",
+    "fetchable",
+    "load_data",
     "load_dataset",
     "read_idx",
 ]

@@ -1,5 +1,9 @@
-"""The data-set registry: a data set knows its shape (input shape and class count, the one
-source of both), how to load itself from the data folder, and how to fetch its files offline.
+"""The data-set registry: a data set knows its shape (input shape and output count, the one
+source of both) and how to load itself as the federated data type, `FederatedData`. Its
+settings are the `data` section: the common ones (`DataParams`: clients, partition, subsets)
+and its own (a file data set's `path`, `label`, …). A user's own loader is named by import
+path: `data: {dataset: package.module:callable, kwargs: {...}}`, called as
+`callable(**kwargs)` and returning a `FederatedData`.
 """
 
 from __future__ import annotations
@@ -7,12 +11,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Annotated, Any, Protocol
 
+import numpy as np
 import torch
+from pydantic import AfterValidator, Field
 
 from fedprune.errors import UserError
-from fedprune.registry import Registry
+from fedprune.registry import IMPORT_PATH, Params, Registry
+from fedprune.tasks.partitioners import PARTITIONERS
 
 
 @dataclass(frozen=True)
@@ -22,16 +29,20 @@ class DataShape:
 
     input_shape: tuple[int, ...]
     num_classes: int
+    """Classes (classification) or targets per sample (regression): the model's outputs."""
 
 
 class DataError(UserError):
-    """Missing or damaged data files; the message says how to get them."""
+    """Missing, damaged or unusable data; the message names the file and what to do."""
 
 
 @dataclass(frozen=True)
-class ImageDataset:
-    """Normalised images (N, C, H, W) float32 and integer labels, train and test; `shape`
-    is the registered one (a subset need not show every class)."""
+class FederatedData:
+    """A data set as fedprune trains on it: features (N, *input_shape) float32 and labels
+    (int64 class ids, or float32 targets for regression), a train and a test split; `shape`
+    is the registered one (a subset need not show every class). A data set kept at sites
+    names them (`sites`, in order) and gives each site's rows of the train split
+    (`site_rows`): the natural partition (`partition: {kind: natural}`)."""
 
     name: str
     x_train: torch.Tensor
@@ -39,6 +50,10 @@ class ImageDataset:
     x_test: torch.Tensor
     y_test: torch.Tensor
     shape: DataShape
+    sites: tuple[str, ...] = ()
+    site_rows: tuple[np.ndarray, ...] = ()
+    standardize: bool = False
+    """Tabular features to standardise with federated statistics (`steps.features`)."""
 
     @property
     def num_classes(self) -> int:
@@ -49,53 +64,49 @@ class ImageDataset:
         return self.shape.input_shape
 
 
+class DataParams(Params):
+    """The settings every data set has (the `data` section, beside the data set's own)."""
+
+    num_clients: Annotated[int, Field(ge=1)] = 10
+    partition: PARTITIONERS.section() = PARTITIONERS.defaults()  # type: ignore[valid-type]
+    """How the training set is split across clients (all seeded); `natural`: one client per
+    site of a data set kept at sites."""
+    train_subset: Annotated[int, Field(ge=1)] | None = None
+    """Use only the first N training samples (tests, quick looks)."""
+    test_subset: Annotated[int, Field(ge=1)] | None = None
+
+
+def _import_path(name: str) -> str:
+    if not IMPORT_PATH.match(name):
+        raise ValueError(f"'{name}' is not an import path of the form package.module:callable")
+    return name
+
+
+class ImportedData(DataParams):
+    """A loader of the user's: `dataset` is `package.module:callable`, `kwargs` its arguments;
+    it returns a `FederatedData`."""
+
+    dataset: Annotated[str, AfterValidator(_import_path)]
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
 class DataSource(Protocol):
-    shape: DataShape
-    how: str
-    """Where its files come from, for messages."""
+    """`task` is the task's kind: it says how labels are read (class ids or targets)."""
 
-    def load(
-        self, folder: Path, *, train_subset: int | None, test_subset: int | None
-    ) -> ImageDataset: ...
+    def load(self, params: Any, task: str) -> FederatedData:
+        """Train and test splits as the settings `params` say (subsets applied)."""
+        ...
 
-    def is_fetched(self, folder: Path) -> bool: ...
-
-    def fetch(self, folder: Path) -> None: ...
+    def data_shape(self, params: Any, task: str) -> DataShape:
+        """Input shape and output count (reading as little as the source can)."""
+        ...
 
 
-DATASETS: Registry[DataSource] = Registry("dataset", tag="dataset", default="mnist")
+DATASETS: Registry[DataSource] = Registry(
+    "dataset", tag="dataset", default="mnist", base=DataParams, imported=ImportedData
+)
 
 
 def data_dir() -> Path:
     default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fedprune" / "data"
     return Path(os.environ.get("FEDPRUNE_DATA", default))
-
-
-def _source(name: str) -> DataSource:
-    if name not in DATASETS.names():
-        raise DataError(f"unknown dataset '{name}'; registered: {', '.join(DATASETS.names())}")
-    return DATASETS.get(name)
-
-
-def data_shape(name: str) -> DataShape:
-    return _source(name).shape
-
-
-def load_dataset(
-    name: str,
-    root: Path | None = None,
-    *,
-    train_subset: int | None = None,
-    test_subset: int | None = None,
-) -> ImageDataset:
-    """The data set's train and test splits from `<root>/<name>/` (root: `data_dir()`)."""
-    folder = (root or data_dir()) / name
-    return _source(name).load(folder, train_subset=train_subset, test_subset=test_subset)
-
-
-def fetch(name: str, root: Path | None = None) -> Path:
-    """Obtain a data set's files into `<root>/<name>/` (nothing to do when they are there)."""
-    source, target = _source(name), (root or data_dir()) / name
-    if not source.is_fetched(target):
-        source.fetch(target)
-    return target

@@ -16,7 +16,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fedprune.tasks.datasets.base import DataError, DataShape, ImageDataset
+from fedprune.tasks.datasets.base import (
+    DATASETS,
+    DataError,
+    DataParams,
+    DataShape,
+    FederatedData,
+    data_dir,
+)
 
 SPLITS = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -66,9 +73,16 @@ class IdxSource:
     unpack: Callable[[Path], Path]
     shape: DataShape = DataShape((1, 28, 28), 10)
 
-    def load(
+    def load(self, params: DataParams, task: str) -> FederatedData:
+        subsets = {"train_subset": params.train_subset, "test_subset": params.test_subset}
+        return self.read(data_dir() / self.name, **subsets)
+
+    def data_shape(self, params: DataParams, task: str) -> DataShape:
+        return self.shape
+
+    def read(
         self, folder: Path, *, train_subset: int | None, test_subset: int | None
-    ) -> ImageDataset:
+    ) -> FederatedData:
         tensors = {}
         for split, (images_stem, labels_stem) in SPLITS.items():
             paths = [_find(folder, images_stem), _find(folder, labels_stem)]
@@ -84,7 +98,7 @@ class IdxSource:
             x = torch.from_numpy(images.astype(np.float32) / 255.0)
             tensors[f"x_{split}"] = ((x - self.mean) / self.std).unsqueeze(1)
             tensors[f"y_{split}"] = torch.from_numpy(labels.astype(np.int64))
-        return ImageDataset(name=self.name, shape=self.shape, **tensors)
+        return FederatedData(name=self.name, shape=self.shape, **tensors)
 
     def is_fetched(self, folder: Path) -> bool:
         return all((folder / file).is_file() for file in self.sha256)
@@ -101,3 +115,36 @@ class IdxSource:
                 staged = folder / f".{file}.tmp"
                 shutil.copyfile(unpacked / file, staged)
                 os.replace(staged, folder / file)
+
+
+def fetchable() -> list[str]:
+    """The registered data sets `fedprune data fetch` obtains (the IDX ones)."""
+    return [name for name in DATASETS.names() if isinstance(DATASETS.get(name), IdxSource)]
+
+
+def _idx_source(name: str) -> IdxSource:
+    if name not in fetchable():
+        raise DataError(f"unknown dataset '{name}'; fetchable: {', '.join(fetchable())}")
+    source = DATASETS.get(name)
+    assert isinstance(source, IdxSource)
+    return source
+
+
+def load_dataset(
+    name: str,
+    root: Path | None = None,
+    *,
+    train_subset: int | None = None,
+    test_subset: int | None = None,
+) -> FederatedData:
+    """An IDX data set's train and test splits from `<root>/<name>/` (root: `data_dir()`)."""
+    folder = (root or data_dir()) / name
+    return _idx_source(name).read(folder, train_subset=train_subset, test_subset=test_subset)
+
+
+def fetch(name: str, root: Path | None = None) -> Path:
+    """Obtain a data set's files into `<root>/<name>/` (nothing to do when they are there)."""
+    source, target = _idx_source(name), (root or data_dir()) / name
+    if not source.is_fetched(target):
+        source.fetch(target)
+    return target

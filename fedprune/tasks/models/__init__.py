@@ -1,12 +1,17 @@
-"""Models, one file each, registered by name (`model.name`)."""
+"""Models, one file each, registered by name (`model.name`), or the user's by import path."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from fedprune.registry import Params, import_entries
-from fedprune.tasks.models.base import MODELS
+from fedprune.errors import UserError
+from fedprune.registry import Params, check_signature, import_entries, is_import_path, load_callable
+from fedprune.tasks.models.base import MODELS, ImportedModel
+
+
+class ModelError(UserError):
+    """A model that cannot be built as configured."""
 
 
 def build_model(
@@ -14,9 +19,21 @@ def build_model(
 ) -> nn.Module:
     """The configured model; the same seed gives the same initial weights, on every engine."""
     torch.manual_seed(seed)
-    return MODELS.get(params.name)(input_shape, num_classes, params)  # type: ignore[attr-defined]
+    name: str = params.name  # type: ignore[attr-defined]
+    if not is_import_path(name):
+        return MODELS.get(name)(input_shape, num_classes, params)
+    assert isinstance(params, ImportedModel)
+    factory = load_callable(name, "model.name")
+    arguments = {"input_shape": input_shape, "num_classes": num_classes, **params.kwargs}
+    check_signature(factory, "model.name", **arguments)
+    model = factory(**arguments)
+    if not isinstance(model, nn.Module):
+        raise ModelError(
+            f"model.name: {name} returned {type(model).__name__}, not a torch.nn.Module"
+        )
+    return model
 
 
-__all__ = ["MODELS", "build_model"]
+__all__ = ["MODELS", "ImportedModel", "ModelError", "build_model"]
 
 import_entries(__name__, __path__)  # every module here registers one entry

@@ -4,6 +4,7 @@ disjoint, covering and seeded (the same split on every engine and in every pod).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated
 
 import numpy as np
@@ -16,7 +17,18 @@ Partition = list[np.ndarray]
 """One sorted array of sample indices per client."""
 
 Partitioner = Callable[..., Partition]
-"""partitioner(labels, num_clients, params, *, rng) -> one index array per client."""
+"""partitioner(labels, num_clients, params, *, rng[, sites]) -> one index array per client
+(a partitioner that declares `sites` gets the data set's own, or None)."""
+
+
+@dataclass(frozen=True)
+class Sites:
+    """Where a data set kept at sites has its rows: site k, named `names[k]`, holds the rows
+    `rows[k]` of the train split."""
+
+    names: tuple[str, ...]
+    rows: tuple[np.ndarray, ...]
+
 
 MinSamples = Annotated[int, Field(ge=1)]
 

@@ -1,0 +1,236 @@
+"""Users' own data and models: CSV / Parquet / npz data sets kept at sites, federated
+standardisation, models and loaders by import path, regression, and every bad input failing
+before any round with a message that names the field and the file."""
+
+from __future__ import annotations
+
+import runpy
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from fedprune.cli import EXIT_BAD_INPUT, main
+from fedprune.engine.local import run_experiment
+from fedprune.errors import UserError
+from fedprune.steps import Runtime
+from fedprune.steps.features import client_moments, combine
+
+LINEAR = {"name": "tests.user_code:linear"}
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "hospitals"
+
+
+@pytest.fixture(scope="module")
+def hospitals(tmp_path_factory) -> Path:
+    """The example's three hospitals, written by its own prepare.py."""
+    prepare = runpy.run_path(str(EXAMPLE / "prepare.py"))
+    return prepare["write"](tmp_path_factory.mktemp("hospitals") / "data")
+
+
+@pytest.fixture
+def tabular(make_config, hospitals):
+    def build(**overrides):
+        data = {
+            "dataset": "csv",
+            "path": str(hospitals),
+            "label": "diagnosis",
+            "num_clients": 3,
+            "partition": {"kind": "natural"},
+        }
+        data |= overrides.pop("data", {})
+        overrides.setdefault("model", {"name": "tests.user_code:linear"})
+        return make_config(data=data, **overrides)
+
+    return build
+
+
+def test_three_hospitals_train_a_user_model_with_their_own_csvs(tabular, hospitals):
+    cfg = tabular(rounds=5, model={"name": "tests.user_code:linear", "kwargs": {"bias": True}})
+    rt = Runtime.build(cfg)
+    sizes = [len(pd.read_csv(hospitals / "clients" / s / "train.csv")) for s in rt.data.sites]
+    assert rt.data.sites == ("hospital-a", "hospital-b", "hospital-c")
+    assert [len(rows) for rows in rt.shards] == sizes and sizes[0] > sizes[1] > sizes[2]
+    result = run_experiment(cfg)
+    last = result.history[-1]
+    assert last.test["accuracy"] > 0.9 and last.test["roc_auc"] > 0.95
+    assert set(last.test) == {"accuracy", "macro_f1", "roc_auc"}
+    run = MlflowClient(cfg.tracking).get_run(result.run_id)
+    assert run.data.tags["main_metric"] == "test_accuracy"
+    assert {"test_accuracy", "test_macro_f1", "test_roc_auc"} <= set(run.data.metrics)
+    stats = Path(result.location) / "standardization.json"
+    assert stats.is_file(), "the features' statistics are recorded with the run"
+
+
+def test_federated_standardisation_equals_central_standardisation_of_the_union(tabular):
+    rt = Runtime.build(tabular())
+    raw = Runtime.build(tabular(data={"standardize": False})).data
+    union = raw.x_train.double()
+    mean, std = union.mean(0), union.std(0, unbiased=False)
+    assert torch.allclose(rt.standardization.mean, mean, atol=1e-9)
+    assert torch.allclose(rt.standardization.std, std, rtol=1e-9)
+    central = ((raw.x_test.double() - mean) / std).float()
+    assert torch.allclose(rt.data.x_test, central, atol=1e-5)
+    # what each client sends is three numbers per feature and a count, never a row
+    sent = client_moments(raw.x_train[torch.from_numpy(rt.shards[0])])
+    assert sent.total.shape == sent.squares.shape == (raw.x_train.shape[1],)
+    assert torch.allclose(combine([sent]).mean, raw.x_train[rt.shards[0]].double().mean(0))
+
+
+def test_parquet_and_npz_hold_the_same_data_as_csv(tabular, make_config, hospitals, tmp_path):
+    for file in hospitals.rglob("*.csv"):
+        target = tmp_path / "pq" / file.relative_to(hospitals).with_suffix(".parquet")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        pd.read_csv(file).to_parquet(target)
+        frame = pd.read_csv(file)
+        x, y = frame.drop(columns="diagnosis").to_numpy(), frame["diagnosis"].to_numpy()
+        npz = tmp_path / "npz" / file.relative_to(hospitals).with_suffix(".npz")
+        npz.parent.mkdir(parents=True, exist_ok=True)
+        split = "test" if file.name == "test.csv" else "train"
+        np.savez(npz, **{f"x_{split}": x, f"y_{split}": y})
+    csv = Runtime.build(tabular(data={"standardize": False})).data
+    parquet = Runtime.build(tabular(data={"dataset": "parquet", "path": str(tmp_path / "pq")}))
+    npz = {"dataset": "npz", "path": str(tmp_path / "npz"), "num_clients": 3}
+    npz_cfg = make_config(data=npz | {"partition": {"kind": "natural"}}, model=LINEAR)
+    for data in (Runtime.build(npz_cfg).data, parquet.data):
+        assert data.sites == csv.sites
+        assert torch.equal(data.y_train, csv.y_train) and torch.equal(data.y_test, csv.y_test)
+    assert torch.allclose(Runtime.build(npz_cfg).data.x_train, csv.x_train)
+
+
+def test_a_loader_by_import_path_and_a_regression_task(make_config, tmp_path):
+    cfg = make_config(
+        data={"dataset": "tests.user_code:blobs", "kwargs": {"samples": 400}, "num_clients": 4},
+        model=LINEAR,
+        rounds=5,
+        client={"epochs": 5, "lr": 0.1},
+    )
+    assert run_experiment(cfg).history[-1].test["accuracy"] > 0.9
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(500, 3)).astype(np.float32)
+    y = x @ np.array([1.0, -2.0, 0.5], dtype=np.float32) + 0.3
+    np.savez(tmp_path / "lin.npz", x_train=x[:400], y_train=y[:400], x_test=x[400:], y_test=y[400:])
+    regression = make_config(
+        task="regression",
+        rounds=5,
+        data={"dataset": "npz", "path": str(tmp_path / "lin.npz"), "num_clients": 4},
+        model={"name": "tests.user_code:linear"},
+        client={"epochs": 5, "lr": 0.1},
+    )
+    history = run_experiment(regression).history
+    assert history[-1].test["rmse"] < min(0.05, history[0].test["rmse"])
+    assert set(history[-1].test) == {"rmse", "mae"}
+
+
+def write_site(root: Path, frame: pd.DataFrame, site: str = "a") -> None:
+    (root / "clients" / site).mkdir(parents=True, exist_ok=True)
+    frame.to_csv(root / "clients" / site / "train.csv", index=False)
+    frame.to_csv(root / "test.csv", index=False)
+
+
+GOOD = pd.DataFrame({"f1": [0.1, 0.2, 0.3, 0.4], "f2": [1.0, 2.0, 3.0, 4.0], "y": [0, 1, 0, 1]})
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"data": {"label": "outcome"}},
+            r"data.label: no column 'outcome' in .*train.csv \(columns: f1, f2, y\)",
+        ),
+        (
+            {"frame": GOOD.assign(f2=[1.0, None, 3.0, 4.0])},
+            r"empty or NaN cells in column 'f2' \(first at data row 2\)",
+        ),
+        ({"frame": GOOD.assign(f1=["a", "b", "c", "d"])}, r"column 'f1' of .* is not numeric"),
+        ({"frame": GOOD.assign(y=[0.5, 1, 0, 1])}, "not integer class ids"),
+        (
+            {"frame": GOOD.assign(y=["B", "M", "B", "X"]), "data": {"classes": ["B", "M"]}},
+            r"labels \['X'\] not in data.classes",
+        ),
+        ({"empty_site": True}, r"site folder .*clients/b has no train.csv"),
+        ({"data": {"num_clients": 2}}, r"data.num_clients is 2 but the data set has 1 sites \(a\)"),
+        (
+            {"model": {"name": "tests.no_such_module:linear"}},
+            "model.name: cannot import 'tests.no_such_module'",
+        ),
+        (
+            {"model": {"name": "tests.user_code:wrong_signature"}},
+            "model.name: wrong_signature cannot be called with input_shape, num_classes",
+        ),
+        (
+            {"model": {"name": "tests.user_code:not_a_module"}},
+            "model.name: tests.user_code:not_a_module returned str, not a torch.nn.Module",
+        ),
+        (
+            {"task": "regression", "model": {"name": "tests.user_code:ten_outputs"}},
+            r"returns \(2, 10\) for a batch of 2, but task regression with 1 targets needs \(2, 1\)",
+        ),
+    ],
+)
+def test_bad_input_fails_before_any_round_naming_field_and_file(
+    make_config, tmp_path, change, message
+):
+    root = tmp_path / "data"
+    write_site(root, change.get("frame", GOOD))
+    if change.get("empty_site"):
+        (root / "clients" / "b").mkdir()
+    data = {
+        "dataset": "csv",
+        "path": str(root),
+        "label": "y",
+        "num_clients": 1,
+        "partition": {"kind": "natural"},
+    } | change.get("data", {})
+    model = change.get("model", {"name": "tests.user_code:linear"})
+    cfg = make_config(data=data, model=model, task=change.get("task", "classification"))
+    with pytest.raises(UserError, match=message):
+        Runtime.build(cfg)
+    assert not (tmp_path / "runs" / "test").exists(), "nothing was published"
+
+
+def test_npz_without_the_arrays_and_labels_outside_the_classes(make_config, tmp_path):
+    np.savez(
+        tmp_path / "a.npz", x_train=np.zeros((4, 2)), x_test=np.zeros((2, 2)), y_test=np.zeros(2)
+    )
+    cfg = make_config(data={"dataset": "npz", "path": str(tmp_path / "a.npz"), "num_clients": 2})
+    with pytest.raises(
+        UserError, match=r"a.npz has no array y_train \(it holds: x_train, x_test, y_test\)"
+    ):
+        Runtime.build(cfg)
+    write_site(tmp_path / "c", GOOD.assign(y=[0, 1, 2, 1]))
+    classes = make_config(
+        data={
+            "dataset": "csv",
+            "path": str(tmp_path / "c"),
+            "label": "y",
+            "num_clients": 1,
+            "classes": None,
+        },
+        model={"name": "tests.user_code:linear"},
+    )
+    assert Runtime.build(classes).shape.num_classes == 3
+
+
+def test_the_cli_exits_2_on_bad_data_and_publishes_nothing(tmp_path, monkeypatch):
+    config = tmp_path / "bad.yaml"
+    config.write_text(
+        f"data: {{dataset: csv, path: {tmp_path / 'missing'}, label: y}}\n"
+        f"store: {tmp_path / 'runs'}\ntracking: sqlite:///{tmp_path / 'runs' / 'mlflow.db'}\n"
+    )
+    assert main(["run", str(config)]) == EXIT_BAD_INPUT
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_example_runs_from_its_folder(tmp_path, monkeypatch, hospitals):
+    """README's "Your own data and model": the example's config as a user runs it."""
+    monkeypatch.chdir(EXAMPLE)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(EXAMPLE))])
+    config = tmp_path / "config.yaml"
+    text = (EXAMPLE / "config.yaml").read_text().replace("path: data", f"path: {hospitals}")
+    text = text.replace("rounds: 20", "rounds: 3").replace("store: runs", f"store: {tmp_path}/runs")
+    config.write_text(text.replace("sqlite:///runs/", f"sqlite:///{tmp_path}/runs/"))
+    assert main(["run", str(config)]) == 0
