@@ -69,15 +69,20 @@ class RoundMetrics:
     test: dict[str, float] = field(default_factory=dict)
     """The task's test metrics (e.g. accuracy, macro_f1; rmse, mae), MLflow `test_<name>`;
     empty on rounds `eval.every` skipped."""
+    site_test: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Site → the task's metrics on that site's own test set, for the sites that hold one;
+    MLflow `site.<site>.test_<name>`."""
     extra: dict[str, float] = field(default_factory=dict)
     """What the config's callbacks returned for this round (`callbacks`)."""
 
     def flat(self) -> dict[str, float]:
         """MLflow metrics of the round (the round itself is the step); a round that was not
         tested (`eval.every`) has no accuracy or loss."""
-        nested = ("round", "layer_sparsity", "test", "extra")
+        nested = ("round", "layer_sparsity", "test", "site_test", "extra")
         values = {k: v for k, v in asdict(self).items() if k not in nested}
         values.update({f"test_{k}": v for k, v in self.test.items()})
+        for site, metrics in self.site_test.items():
+            values.update({f"site.{site}.test_{k}": v for k, v in metrics.items()})
         values.update({f"layer_sparsity.{k}": v for k, v in self.layer_sparsity.items()})
         values.update(self.extra)
         return {k: v for k, v in values.items() if not math.isnan(v)}

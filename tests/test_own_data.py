@@ -234,3 +234,74 @@ def test_the_example_runs_from_its_folder(tmp_path, monkeypatch, hospitals):
     text = text.replace("rounds: 20", "rounds: 3").replace("store: runs", f"store: {tmp_path}/runs")
     config.write_text(text.replace("sqlite:///runs/", f"sqlite:///{tmp_path}/runs/"))
     assert main(["run", str(config)]) == 0
+
+
+def test_the_final_model_is_an_mlflow_model_that_takes_raw_features(tabular, hospitals):
+    import mlflow
+
+    cfg = tabular(
+        rounds=3,
+        registry={"name": "hospitals-test"},
+        pruning={"schedule": {"kind": "oneshot", "target": 0.5, "at_round": 1}},
+    )
+    result = run_experiment(cfg)
+    mlflow.set_tracking_uri(cfg.tracking)
+    model = mlflow.pytorch.load_model(f"runs:/{result.run_id}/model")
+    test = pd.read_csv(hospitals / "test.csv")
+    raw = torch.tensor(test.drop(columns="diagnosis").to_numpy(), dtype=torch.float32)
+    with torch.no_grad():
+        predicted = model(raw).argmax(1)
+    accuracy = float((predicted == torch.tensor(test["diagnosis"].to_numpy())).float().mean())
+    assert accuracy == pytest.approx(result.history[-1].test["accuracy"])
+    client = MlflowClient(cfg.tracking)
+    (version,) = client.search_model_versions("name='hospitals-test'")
+    assert version.run_id == result.run_id
+    assert version.tags["sparsity"] == f"{result.history[-1].sparsity:.4f}"
+    assert float(version.tags["test_accuracy"]) == pytest.approx(accuracy)
+    (logged,) = client.get_run(result.run_id).inputs.dataset_inputs
+    assert logged.dataset.name == f"csv:{hospitals}" and len(logged.dataset.digest) == 16
+
+
+def test_pruning_methods_say_which_weights_of_a_user_model_they_skip(make_config):
+    from fedprune.steps.runtime import init_global
+
+    recurrent = {"name": "tests.user_code:recurrent"}
+    blobs = {"dataset": "tests.user_code:blobs", "num_clients": 4}
+    oneshot = {"schedule": {"kind": "oneshot", "target": 0.5, "at_round": 1}}
+    magnitude = make_config(model=recurrent, data=blobs, pruning=oneshot, rounds=1)
+    rt = Runtime.build(magnitude)
+    # unstructured pruning understands LSTM and linear weights: it prunes them all
+    assert {"lstm.weight_ih_l0", "lstm.weight_hh_l0", "head.weight"} <= set(init_global(rt).mask)
+    result = run_experiment(magnitude)
+    tags = MlflowClient(magnitude.tracking).get_run(result.run_id).data.tags
+    assert tags["pruning.skipped"] == "none" and result.history[-1].sparsity > 0.4
+    structured = make_config(
+        model=recurrent, data=blobs, pruning={"method": "structured", **oneshot}
+    )
+    rt = Runtime.build(structured)
+    assert rt.method.skipped(init_global(rt).mask) == [
+        "lstm.weight_ih_l0",
+        "lstm.weight_hh_l0",
+        "head.weight",
+    ]
+
+
+def test_a_site_with_its_own_test_set_gets_metrics_of_its_own(tabular, hospitals, tmp_path):
+    import shutil
+
+    data = shutil.copytree(hospitals, tmp_path / "data")
+    test = pd.read_csv(data / "test.csv")
+    test.iloc[:40].to_csv(data / "clients" / "hospital-b" / "test.csv", index=False)
+    cfg = tabular(rounds=2, data={"path": str(data)})
+    result = run_experiment(cfg)
+    own = result.history[-1].site_test
+    assert list(own) == ["hospital-b"] and set(own["hospital-b"]) == {
+        "accuracy",
+        "macro_f1",
+        "roc_auc",
+    }
+    history = MlflowClient(cfg.tracking).get_metric_history(
+        result.run_id, "site.hospital-b.test_accuracy"
+    )
+    assert [p.step for p in history] == [1, 2]
+    assert history[-1].value == pytest.approx(own["hospital-b"]["accuracy"])

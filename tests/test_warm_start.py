@@ -1,8 +1,11 @@
-"""`init_from: latest`: a run continues from the newest model its experiment published."""
+"""`init_from: latest`: a run continues from the newest model its experiment published;
+`init_from: <file>.safetensors`: a run starts from pretrained weights."""
 
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
+from fedprune.config import ConfigError
 from fedprune.engine import local as engine
 
 
@@ -29,3 +32,36 @@ def test_warm_start_without_history_starts_fresh(make_config, mnist_small):
     result = engine.run_experiment(cfg, data=mnist_small)
     assert result.history[0].sparsity == 0.0
     assert MlflowClient(cfg.tracking).get_run(result.run_id).data.tags["init_from"] == "scratch"
+
+
+def test_a_pretrained_start_from_a_safetensors_file(make_config, mnist_small, tmp_path):
+    from safetensors.torch import save_file
+
+    from fedprune.engine.round import initial_model
+    from fedprune.errors import UserError
+    from fedprune.io.store import LocalBackend
+    from fedprune.steps import Runtime
+
+    donor = Runtime.build(make_config(seed=7), data=mnist_small).model.state_dict()
+    path = tmp_path / "pretrained.safetensors"
+    save_file({k: v.contiguous() for k, v in donor.items()}, path)
+    cfg = make_config(init_from=str(path))
+    rt = Runtime.build(cfg, data=mnist_small)
+    start, source = initial_model(rt, LocalBackend(str(tmp_path)))
+    assert source == str(path)
+    assert all(torch.equal(start.weights[k], donor[k]) for k in donor)
+    assert engine.run_experiment(cfg, data=mnist_small).history[-1].test["accuracy"] > 0.5
+
+    for tensors, message in (
+        ({k: v for k, v in donor.items() if k != "5.bias"}, "lacks tensor '5.bias' of model mlp"),
+        (
+            {**donor, "1.weight": torch.zeros(3, 3)},
+            r"tensor '1.weight' is \(3, 3\) in .* but \(200, 784\)",
+        ),
+        ({**donor, "extra": torch.zeros(1)}, "has tensor 'extra', which model mlp does not"),
+    ):
+        save_file({k: v.contiguous() for k, v in tensors.items()}, path)
+        with pytest.raises(UserError, match=message):
+            initial_model(rt, LocalBackend(str(tmp_path)))
+    with pytest.raises(ConfigError, match="init_from: .*not scratch, latest, or the path"):
+        make_config(init_from="weights.pt")

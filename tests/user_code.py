@@ -42,3 +42,20 @@ def blobs(samples: int = 400, seed: int = 0) -> FederatedData:
         y_test=tensors[1][cut:],
         shape=DataShape((4,), 2),
     )
+
+
+class Recurrent(nn.Module):
+    """Features read as a sequence by an LSTM, then a linear classifier."""
+
+    def __init__(self, num_classes: int):
+        super().__init__()
+        self.lstm = nn.LSTM(1, 8, batch_first=True)
+        self.head = nn.Linear(8, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _, (hidden, _) = self.lstm(x.reshape(len(x), -1, 1))
+        return self.head(hidden[-1])
+
+
+def recurrent(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    return Recurrent(num_classes)

@@ -10,7 +10,7 @@ registered ones, and each name brings its own settings.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import yaml
 from pydantic import AfterValidator, Field, ValidationError, model_validator
@@ -63,10 +63,32 @@ class EngineConfig(Params):
     """Processes that train a round's clients in parallel (each with cores / workers threads)."""
 
 
+class ExportConfig(Params):
+    """Where the final model goes besides the store."""
+
+    mlflow_model: bool = True
+    """Log it as the run's MLflow model (pytorch flavour, signature, input example)."""
+
+
+class RegistryConfig(Params):
+    """The MLflow Model Registry: with `name`, each run's final model becomes a new version of
+    that registered model, tagged with its sparsity and main metric."""
+
+    name: Annotated[str, Field(min_length=1)] | None = None
+
+
 def _callback_path(path: str) -> str:
     if not IMPORT_PATH.match(path):
         raise ValueError(f"'{path}' is not an import path of the form package.module:callable")
     return path
+
+
+def _init_from(value: str) -> str:
+    if value not in ("scratch", "latest") and not value.endswith(".safetensors"):
+        raise ValueError(
+            f"'{value}' is not scratch, latest, or the path or s3:// URI of a .safetensors file"
+        )
+    return value
 
 
 class ExperimentConfig(Params):
@@ -97,9 +119,12 @@ class ExperimentConfig(Params):
     artifacts under `<store>/<experiment>/<run id>/`."""
     s3: S3Config = S3Config()
     tracking: str = "sqlite:///fedprune-runs/mlflow.db"
-    init_from: Literal["scratch", "latest"] = "scratch"
-    """`latest`: start from the newest global model any run of this experiment published to
-    the store (warm start for scheduled runs); `scratch`: fresh seeded weights."""
+    init_from: Annotated[str, AfterValidator(_init_from)] = "scratch"
+    """`scratch`: fresh seeded weights; `latest`: the newest global model any run of this
+    experiment published to the store (warm start for scheduled runs); or a pretrained state
+    dict, the path or s3:// URI of a .safetensors file (the source document's step 1)."""
+    export: ExportConfig = ExportConfig()
+    registry: RegistryConfig = RegistryConfig()
     kubeflow: KubeflowConfig = KubeflowConfig()
 
     @model_validator(mode="after")
@@ -132,6 +157,8 @@ class ExperimentConfig(Params):
                 f"pruning method '{self.pruning.method}' with these settings scores clients "
                 f"by accuracy: task must be classification, not '{self.task.kind}'"
             )
+        if self.registry.name is not None and not self.export.mlflow_model:
+            raise ValueError("registry.name registers the MLflow model: set export.mlflow_model")
         if self.store.startswith("s3://") and self.s3.endpoint is None:
             raise ValueError("s3.endpoint is required when store is s3://… (e.g. minio:9000)")
         return self

@@ -13,6 +13,7 @@ of a run.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -21,6 +22,7 @@ import yaml
 from fedprune import steps
 from fedprune.config import ExperimentConfig, flatten
 from fedprune.engine.callbacks import load_callbacks
+from fedprune.engine.export import log_final_model
 from fedprune.engine.pool import ClientPool
 from fedprune.engine.round import (
     client_starts,
@@ -101,6 +103,19 @@ def train_round(
         yield steps.train_clients(rt, payload, group, round_=plan.round, personal=personal)
 
 
+def report_skipped(rt: steps.Runtime, tracking: Background, global_model: GlobalModel) -> None:
+    """Say which weight tensors the pruning method leaves dense (MLflow tag `pruning.skipped`
+    and a warning), so a user's model with layers it does not understand is not a surprise."""
+    skipped = rt.method.skipped(global_model.mask)
+    tracking.set_tag("pruning.skipped", ", ".join(skipped)[:5000] or "none")
+    if skipped:
+        logging.getLogger(__name__).warning(
+            "pruning method '%s' leaves these weights dense (layers it cannot prune): %s",
+            rt.cfg.pruning.method,
+            ", ".join(skipped),
+        )
+
+
 def run_experiment(
     cfg: ExperimentConfig,
     *,
@@ -129,6 +144,9 @@ def run_experiment(
         if restored is None:
             global_model, source = initial_model(rt, backend)
             tracking.set_tag("init_from", source)
+            report_skipped(rt, tracking, global_model)
+            assert rt.data is not None
+            tracking.log_input(rt.data.name, rt.data.digest(), rt.data.name, "training")
         else:
             global_model = restored
         relog(tracking, history)  # a kill can fall between store and MLflow
@@ -173,6 +191,7 @@ def run_experiment(
             main=rt.task.main,
             data_artifacts=rt.data_artifacts(),
         )
+        log_final_model(rt, tracking, global_model=global_model, history=history)
         tracking.finish()
     except BaseException as error:
         tracking.abandon("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")

@@ -25,6 +25,7 @@ from fedprune.io.store import Backend, RunStore, model_bytes
 from fedprune.pruning.masks import Mask
 from fedprune.records import ClientUpdate, GlobalModel, RoundMetrics, RoundPlan
 from fedprune.steps import Runtime
+from fedprune.steps.pretrained import pretrained_weights
 from fedprune.tracking.background import Background
 from fedprune.tracking.mlflow import Tracker
 from fedprune.tracking.plots import plot_run
@@ -97,11 +98,15 @@ def conclude_round(
 
 
 def initial_model(rt: Runtime, backend: Backend) -> tuple[GlobalModel, str]:
-    """The round-0 global model and where it came from: the seed's fresh weights, or with
+    """The round-0 global model and where it came from: the seed's fresh weights; with
     `init_from: latest` the experiment's newest published model (fresh if there is none), so
-    a scheduled run continues training instead of restarting."""
-    if rt.cfg.init_from == "latest" and (found := latest_global(backend, rt.cfg.experiment)):
+    a scheduled run continues training instead of restarting; or pretrained weights from a
+    .safetensors file (a path or s3:// URI)."""
+    source = rt.cfg.init_from
+    if source == "latest" and (found := latest_global(backend, rt.cfg.experiment)):
         return found
+    if source not in ("scratch", "latest"):
+        return steps.init_global(rt, pretrained_weights(rt, source)), source
     return steps.init_global(rt), "scratch"
 
 

@@ -7,6 +7,7 @@ import contextlib
 import os
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field, model_validator
@@ -169,3 +170,15 @@ def open_backend(store: str, s3: S3Config) -> Backend:
         access_key=os.environ[ACCESS_KEY_ENV],
         secret_key=os.environ[SECRET_KEY_ENV],
     )
+
+
+def read_uri(uri: str, s3: S3Config) -> bytes:
+    """One file's bytes from a local path or an `s3://BUCKET/KEY` URI (the store's client and
+    credentials)."""
+    if not uri.startswith("s3://"):
+        path = Path(uri)
+        if not path.is_file():
+            raise StoreError(f"{uri}: no such file")
+        return path.read_bytes()
+    folder, _, name = uri.rpartition("/")
+    return open_backend(folder, s3).get(name)

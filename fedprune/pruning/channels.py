@@ -34,7 +34,8 @@ class Coupling:
 
 @dataclass
 class ChannelGraph:
-    """A model's prunable channels: the root layers (every conv/linear but the classifier)
+    """A model's prunable channels: the root layers (every conv/linear but the last, the
+    classifier)
     and, per root, the parameter slices torch-pruning couples to each of its channels."""
 
     model: nn.Module
@@ -48,7 +49,8 @@ class ChannelGraph:
             model, torch.zeros(1, *input_shape), verbose=False
         )
         names = graph._module2name
-        layers = [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+        kinds = nn.Conv1d | nn.Conv2d | nn.Conv3d | nn.Linear
+        layers = [m for m in model.modules() if isinstance(m, kinds)]
         roots = {}
         for layer in layers[:-1]:
             owners: dict[tuple[str, int], torch.Tensor] = {}

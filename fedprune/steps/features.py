@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 
 from fedprune.tasks.datasets import FederatedData
 from fedprune.tasks.partitioners import Partition
@@ -39,6 +40,21 @@ class Standardization:
         return json.dumps({"mean": self.mean.tolist(), "std": self.std.tolist()}).encode()
 
 
+class Standardized(nn.Module):
+    """A served model that takes raw features: standardises them as training did, then runs
+    `model`."""
+
+    def __init__(self, model: nn.Module, stats: Standardization):
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", stats.mean.float())
+        self.register_buffer("std", stats.std.float())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = (x.reshape(len(x), -1) - self.mean) / self.std
+        return self.model(flat.reshape(x.shape))
+
+
 def client_moments(x: torch.Tensor) -> Moments:
     flat = x.reshape(len(x), -1).double()
     return Moments(len(x), flat.sum(0), flat.square().sum(0))
@@ -58,8 +74,10 @@ def standardize(data: FederatedData, shards: Partition) -> tuple[FederatedData, 
     moments = [client_moments(data.x_train[torch.from_numpy(np.asarray(rows))]) for rows in shards]
     stats = combine(moments)
     shape = data.x_train.shape[1:]
-    scaled = {
-        "x_train": stats.apply(data.x_train.reshape(len(data.x_train), -1)).reshape(-1, *shape),
-        "x_test": stats.apply(data.x_test.reshape(len(data.x_test), -1)).reshape(-1, *shape),
-    }
+
+    def scale(x: torch.Tensor) -> torch.Tensor:
+        return stats.apply(x.reshape(len(x), -1)).reshape(-1, *shape)
+
+    sites = {site: (scale(x), y) for site, (x, y) in data.site_tests.items()}
+    scaled = {"x_train": scale(data.x_train), "x_test": scale(data.x_test), "site_tests": sites}
     return dataclasses.replace(data, standardize=False, **scaled), stats

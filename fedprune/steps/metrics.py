@@ -15,13 +15,13 @@ from fedprune.training.local import Evaluation
 from fedprune.training.local import evaluate as evaluate_model
 
 
-def evaluate(rt: Runtime, global_model: GlobalModel) -> Evaluation:
-    """Test accuracy and loss of the global model, as it runs (physically pruned, for
-    structured pruning)."""
+def evaluate(rt: Runtime, global_model: GlobalModel, site: str | None = None) -> Evaluation:
+    """The task's metrics and loss of the global model, as it runs (physically pruned, for
+    structured pruning), on the server's test set or on `site`'s own."""
     assert rt.data is not None, "evaluation needs the data"
     served = rt.method.served(global_model.weights, global_model.mask)
-    x, y, batch = rt.data.x_test, rt.data.y_test, rt.cfg.eval.batch_size
-    return evaluate_model(served, x, y, batch_size=batch, task=rt.task)
+    x, y = rt.data.site_tests[site] if site else (rt.data.x_test, rt.data.y_test)
+    return evaluate_model(served, x, y, batch_size=rt.cfg.eval.batch_size, task=rt.task)
 
 
 def is_test_round(round_: int, rounds: int, every: int) -> bool:
@@ -42,6 +42,8 @@ def round_metrics(
     untested = Evaluation(loss=math.nan, metrics={})
     tested = is_test_round(round_, rt.cfg.rounds, rt.cfg.eval.every)
     result = evaluate(rt, global_model) if tested else untested
+    sites = rt.data.site_tests if tested and rt.data is not None else {}
+    site_test = {site: evaluate(rt, global_model, site).metrics for site in sites}
     report = measure_sparsity(global_model.weights, global_model.mask)
     samples = sum(u.num_samples for u in updates)
     bytes_up = sum(u.bytes_up for u in updates)
@@ -60,6 +62,7 @@ def round_metrics(
     return RoundMetrics(
         round=round_,
         test=result.metrics,
+        site_test=site_test,
         test_loss=result.loss,
         train_loss=sum(u.train_loss * u.num_samples for u in updates) / samples,
         sparsity=report.sparsity,

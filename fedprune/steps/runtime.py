@@ -93,7 +93,8 @@ def partition_data(data: FederatedData, cfg: ExperimentConfig) -> Partition:
 
 
 def check_labels(data: FederatedData, task: Task) -> None:
-    for split, labels in (("train", data.y_train), ("test", data.y_test)):
+    sites = [(f"site {site}'s test", y) for site, (_, y) in data.site_tests.items()]
+    for split, labels in (("train", data.y_train), ("test", data.y_test), *sites):
         problem = task.check_labels(labels, data.num_classes)
         if problem:
             raise DataError(f"data ({data.name}, {split} split): {problem}")
@@ -120,10 +121,12 @@ def check_outputs(model: nn.Module, shape: DataShape, cfg: ExperimentConfig) -> 
         )
 
 
-def init_global(rt: Runtime) -> GlobalModel:
-    """The seeded fresh model with a full mask, as the method wants to start (FedDST sparse
-    from round 0, PruneFL after its initial prune on one client's data)."""
-    weights = {name: t.detach().clone() for name, t in rt.model.state_dict().items()}
+def init_global(rt: Runtime, start: Weights | None = None) -> GlobalModel:
+    """The seeded fresh model (or `start`, pretrained weights) with a full mask, as the method
+    wants to start (FedDST sparse from round 0, PruneFL after its initial prune on one
+    client's data)."""
+    fresh = rt.model.state_dict() if start is None else start
+    weights = {name: t.detach().clone() for name, t in fresh.items()}
     biases = rt.cfg.pruning.include_bias_and_norm or rt.method.prunes_biases
     names = prunable_names(weights, biases)
 

@@ -103,6 +103,16 @@ class Background:
     def log_bytes(self, name: str, data: bytes, folder: str | None = None) -> None:
         self._call("log_bytes", name, base64.b64encode(data).decode(), folder)
 
+    def log_model(
+        self, model_file: str, example_file: str, registered: str | None, tags: dict[str, str]
+    ) -> None:
+        """`Tracker.log_model`, waited for: the process reads the files, which the caller
+        may remove as soon as this returns."""
+        self._call("log_model", model_file, example_file, registered, tags).result()
+
+    def log_input(self, name: str, digest: str, source: str, context: str) -> None:
+        self._call("log_input", name, digest, source, context)
+
     def set_tag(self, key: str, value: str) -> None:
         self._call("set_tag", key, value)
 

@@ -141,6 +141,57 @@ class Tracker:
             path.write_bytes(data)
             self.log_artifact(path, folder)
 
+    def log_model(
+        self, model_file: str, example_file: str, registered: str | None, tags: dict[str, str]
+    ) -> str | None:
+        """Log the model pickled in `model_file` (`torch.save` of the module) as the run's
+        MLflow model `model` (pytorch flavour), its signature inferred from the inputs in
+        `example_file` (.npy) and its outputs; with `registered`, add it as a new version of
+        that registered model, tagged `tags`. Returns the version."""
+        import mlflow.pytorch
+        import numpy as np
+        import torch
+        from mlflow.exceptions import MlflowException
+        from mlflow.models import infer_signature
+
+        model = torch.load(model_file, weights_only=False)
+        example = np.load(example_file)
+        with torch.no_grad():
+            outputs = model(torch.from_numpy(example)).numpy()
+        with tracking_errors(self.uri), tempfile.TemporaryDirectory() as scratch:
+            folder = Path(scratch) / "model"
+            mlflow.pytorch.save_model(
+                model,
+                str(folder),
+                signature=infer_signature(example, outputs),
+                input_example=example,
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+                # pickled, not "pt2": a pt2 export fixes the batch size to the example's
+                serialization_format="pickle",
+            )
+            self.client.log_artifacts(self.run_id, str(folder), "model")
+            if registered is None:
+                return None
+            try:
+                self.client.create_registered_model(registered)
+            except MlflowException as error:
+                if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+            source = f"{self.client.get_run(self.run_id).info.artifact_uri}/model"
+            version = self.client.create_model_version(
+                registered, source, run_id=self.run_id, tags=tags
+            )
+            return str(version.version)
+
+    def log_input(self, name: str, digest: str, source: str, context: str) -> None:
+        """Record the data set the run saw (an MLflow dataset input, with its digest)."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        dataset = Dataset(name=name, digest=digest, source_type="local", source=source)
+        tags = [InputTag(key="mlflow.data.context", value=context)]
+        with tracking_errors(self.uri):
+            self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset, tags)])
+
     def set_tag(self, key: str, value: str) -> None:
         with tracking_errors(self.uri):
             self.client.set_tag(self.run_id, key, value)

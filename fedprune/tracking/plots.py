@@ -40,16 +40,23 @@ def plot_lines(
 
 def plot_run(history: list[RoundMetrics], folder: Path, title: str, *, main: str) -> list[Path]:
     """The task's main metric (`main`, e.g. accuracy) per round and against cumulative MB
-    uploaded."""
+    uploaded; a line per site for the sites that hold a test set of their own."""
     cumulative_mb = [b / 1e6 for b in accumulate(m.bytes_up for m in history)]
     tested = [(m, mb) for m, mb in zip(history, cumulative_mb, strict=True) if m.tested]
     rounds = [float(m.round) for m, _ in tested]
     scale, unit = (100.0, " (%)") if main == "accuracy" else (1.0, "")
     values = [scale * m.test[main] for m, _ in tested]
     uploaded = [mb for _, mb in tested]
+    sites = sorted({site for m, _ in tested for site in m.site_test})
+
+    def lines(x: list[float]) -> dict[str, tuple[list[float], list[float]]]:
+        """The server's test set, and each site's own where sites hold one."""
+        own = {f"site {s}": (x, [scale * m.site_test[s][main] for m, _ in tested]) for s in sites}
+        return {("server test set" if sites else title): (x, values), **own}
+
     return [
         plot_lines(
-            {title: (x, values)},
+            lines(x),
             xlabel=label,
             ylabel=f"test {main}{unit}",
             title=title,

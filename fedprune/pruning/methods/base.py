@@ -138,6 +138,15 @@ class Method:
         """The next global model from the aggregate and the rest of the round (`inputs`)."""
         return weights, mask
 
+    def skipped(self, mask: Mask) -> list[str]:
+        """The model's weight tensors (2-D or more: matrices, kernels, embeddings, recurrent
+        weights) that the round-0 `mask` leaves out: layers this method does not understand
+        (structured pruning: those torch-pruning cannot couple to a prunable channel)."""
+        weights = self.ctx.model.state_dict()
+        return [
+            n for n, t in weights.items() if t.is_floating_point() and t.dim() > 1 and n not in mask
+        ]
+
     def served(self, weights: Weights, mask: Mask) -> nn.Module:
         """The model as it runs (tests, inference): here full shape with zeros in place, in
         a model of its own (the one clients train in is left alone)."""

@@ -50,6 +50,17 @@ class Structured(Method):
     def needs(cls, params: PruningParams) -> Needs:
         return Needs(vectorizable=False)
 
+    def skipped(self, mask: Mask) -> list[str]:
+        """Weight tensors no prunable channel reaches: channels are removed only at the
+        outputs of conv and linear layers (not the last) and where torch-pruning couples them."""
+        coupled = {c.name for couplings in self.graph.roots.values() for c in couplings}
+        weights = self.ctx.model.state_dict()
+        return [
+            n
+            for n, t in weights.items()
+            if t.is_floating_point() and t.dim() > 1 and n not in coupled
+        ]
+
     def served(self, weights: Weights, mask: Mask) -> nn.Module:
         model = self._serving(weights, mask)
         model.load_state_dict(slice_weights(weights, mask))

@@ -8,8 +8,9 @@ path: `data: {dataset: package.module:callable, kwargs: {...}}`, called as
 
 from __future__ import annotations
 
+import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Protocol
 
@@ -52,8 +53,19 @@ class FederatedData:
     shape: DataShape
     sites: tuple[str, ...] = ()
     site_rows: tuple[np.ndarray, ...] = ()
+    site_tests: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    """Site → (x, y) of the sites that hold a test set of their own (per-site metrics)."""
     standardize: bool = False
     """Tabular features to standardise with federated statistics (`steps.features`)."""
+
+    def digest(self) -> str:
+        """A content hash of both splits, as MLflow's dataset digest: a recurring run shows
+        whether it saw the same data."""
+        hasher = hashlib.blake2b(digest_size=8)
+        for tensor in (self.x_train, self.y_train, self.x_test, self.y_test):
+            hasher.update(str((tuple(tensor.shape), tensor.dtype)).encode())
+            hasher.update(memoryview(tensor.contiguous().numpy()))
+        return hasher.hexdigest()
 
     @property
     def num_classes(self) -> int:

@@ -5,7 +5,8 @@
     <path>/clients/<site>/train.<ext>   <path>/test.<ext>    kept at sites: one folder per
                                                              site (`partition: natural`)
 
-The server's test set is `<path>/test.<ext>` in both."""
+The server's test set is `<path>/test.<ext>` in both; a site may also hold its own,
+`<path>/clients/<site>/test.<ext>` (per-site metrics)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ class Layout:
     train: tuple[tuple[str, Path], ...]
     """(site, file) in site-name order; one ("", file) without sites."""
     test: Path
+    site_tests: tuple[tuple[str, Path], ...] = ()
+    """(site, file) for the sites that hold a test set of their own."""
 
     @property
     def sites(self) -> tuple[str, ...]:
@@ -46,7 +49,8 @@ def find_layout(path: str, ext: str) -> Layout:
             if not file.is_file():
                 raise DataError(f"data.path: site folder {folder} has no train.{ext}")
             train.append((folder.name, file))
-        return Layout(tuple(train), test)
+        own = tuple((f.name, f / f"test.{ext}") for f in folders if (f / f"test.{ext}").is_file())
+        return Layout(tuple(train), test, own)
     single = root / f"train.{ext}"
     if not single.is_file():
         raise DataError(f"data.path: {root} has neither train.{ext} nor clients/<site>/train.{ext}")

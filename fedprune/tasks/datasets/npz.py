@@ -53,9 +53,11 @@ class NpzSource:
             parts = [("", path)]
             test = path
             sites: tuple[str, ...] = ()
+            own: tuple[tuple[str, Path], ...] = ()
         else:
             layout = find_layout(params.path, "npz")
             parts, test, sites = list(layout.train), layout.test, layout.sites
+            own = layout.site_tests
         xs, ys, rows, start = [], [], [], 0
         for _, file in parts:
             x, y = _arrays(file, ("x_train", "y_train"))
@@ -65,7 +67,11 @@ class NpzSource:
             start += len(x)
         x_test, y_test = _arrays(test, ("x_test", "y_test"))
         x_train, y_train = torch.from_numpy(np.concatenate(xs)), torch.cat(ys)
-        labels = [y_train, _labels(y_test, test, task)]
+        site_tests = {}
+        for site, file in own:
+            x, y = _arrays(file, ("x_test", "y_test"))
+            site_tests[site] = (torch.from_numpy(x.astype(np.float32)), _labels(y, file, task))
+        labels = [y_train, _labels(y_test, test, task), *(y for _, y in site_tests.values())]
         if task == "regression":
             outputs = 1 if y_train.dim() == 1 else int(np.prod(y_train.shape[1:]))
         else:
@@ -80,6 +86,7 @@ class NpzSource:
             shape=DataShape(tuple(x_train.shape[1:]), outputs),
             sites=sites,
             site_rows=tuple(r[r < kept] for r in rows) if sites else (),
+            site_tests=site_tests,
         )
 
     def data_shape(self, params: NpzParams, task: str) -> DataShape:

@@ -107,9 +107,14 @@ class TabularSource:
             rows.append(np.arange(start, start + len(x)))
             start += len(x)
         x_test, y_test, _ = self._split(layout.test, params, task, columns)
+        site_tests = {}
+        for site, file in layout.site_tests:
+            x, y, _ = self._split(file, params, task, columns)
+            site_tests[site] = (torch.from_numpy(x), torch.from_numpy(y))
         x_train, y_train = np.concatenate(xs), np.concatenate(ys)
         train, test = slice(params.train_subset), slice(params.test_subset)
-        shape = self._shape(layout, x_train.shape[1], [y_train, y_test], params, task)
+        labels = [y_train, y_test, *(y.numpy() for _, y in site_tests.values())]
+        shape = self._shape(layout, x_train.shape[1], labels, params, task)
         return FederatedData(
             name=f"{self.ext}:{params.path}",
             x_train=torch.from_numpy(x_train[train]),
@@ -119,6 +124,7 @@ class TabularSource:
             shape=shape,
             sites=layout.sites,
             site_rows=tuple(r[r < len(x_train[train])] for r in rows) if layout.sites else (),
+            site_tests=site_tests,
             standardize=params.standardize,
         )
 
