@@ -305,3 +305,60 @@ def test_a_site_with_its_own_test_set_gets_metrics_of_its_own(tabular, hospitals
     )
     assert [p.step for p in history] == [1, 2]
     assert history[-1].value == pytest.approx(own["hospital-b"]["accuracy"])
+
+
+def test_a_data_set_in_s3_is_read_through_the_store_client(
+    tabular, hospitals, s3_server, s3_env, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("FEDPRUNE_DATA", str(tmp_path / "cache"))
+    client = s3_server.client()
+    for file in hospitals.rglob("*.csv"):
+        client.fput_object("fedprune", f"sites/{file.relative_to(hospitals)}", str(file))
+    s3 = {"endpoint": s3_server.endpoint, "secure": False}
+    remote = Runtime.build(tabular(data={"path": "s3://fedprune/sites"}, s3=s3))
+    local = Runtime.build(tabular())
+    assert remote.data.sites == local.data.sites
+    assert torch.equal(remote.data.x_train, local.data.x_train)
+    assert (tmp_path / "cache" / "s3" / "fedprune" / "sites" / "test.csv").is_file()
+
+
+def write_images(root: Path, *, modes=("L", "L"), size: int = 12) -> None:
+    """Two classes told apart by brightness, at two sites and in the server's test set."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("clients/a/train", "clients/b/train", "test"):
+        for label, (name, level) in enumerate((("dark", 40), ("light", 210))):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for k in range(6):
+                pixels = np.clip(level + rng.normal(0, 20, (size, size)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).convert(modes[label]).save(folder / f"{k}.png")
+
+
+def test_an_image_folder_kept_at_two_sites(make_config, tmp_path):
+    write_images(tmp_path / "img")
+    data = {
+        "dataset": "imagefolder",
+        "path": str(tmp_path / "img"),
+        "size": 8,
+        "num_clients": 2,
+        "partition": {"kind": "natural"},
+    }
+    cfg = make_config(data=data, model=LINEAR, rounds=3, client={"epochs": 5})
+    rt = Runtime.build(cfg)
+    assert rt.data.sites == ("a", "b") and rt.shape == rt.data.shape
+    assert rt.data.x_train.shape == (24, 1, 8, 8) and rt.shape.num_classes == 2
+    assert run_experiment(cfg).history[-1].test["accuracy"] == 1.0
+    write_images(tmp_path / "mixed", modes=("L", "RGB"))
+    mixed = make_config(data=data | {"path": str(tmp_path / "mixed")}, model=LINEAR)
+    with pytest.raises(
+        UserError, match=r"light/0.png is RGB but the images before it are L: set data.channels"
+    ):
+        Runtime.build(mixed)
+    assert Runtime.build(
+        make_config(data=data | {"path": str(tmp_path / "mixed"), "channels": 3}, model=LINEAR)
+    ).shape.input_shape == (3, 8, 8)
+    (tmp_path / "img" / "test" / "dark" / "broken.png").write_bytes(b"not an image")
+    with pytest.raises(UserError, match="cannot read image .*broken.png"):
+        Runtime.build(cfg)

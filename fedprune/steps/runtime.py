@@ -15,6 +15,7 @@ from fedprune.pruning.masks import Mask, Weights, full_mask, prunable_names
 from fedprune.pruning.methods import METHODS, Method, MethodContext
 from fedprune.records import GlobalModel, seed_for
 from fedprune.steps.features import Standardization, standardize
+from fedprune.steps.remote_data import localize
 from fedprune.tasks.datasets import DataError, DataShape, FederatedData, data_shape
 from fedprune.tasks.datasets import load_data as load_dataset
 from fedprune.tasks.models import ModelError, build_model
@@ -59,7 +60,10 @@ class Runtime:
         if data is not None and data.standardize:
             assert shards is not None
             data, standardization = standardize(data, shards)
-        shape = data.shape if data is not None else data_shape(cfg.data, cfg.task.kind)
+        if data is not None:
+            shape = data.shape
+        else:
+            shape = data_shape(localize(cfg.data, cfg.s3), cfg.task.kind)
         model = build_model(cfg.model, shape.input_shape, shape.num_classes, seed=cfg.seed)
         task = build_task(cfg.task)
         check_outputs(model, shape, cfg)
@@ -82,8 +86,9 @@ class Runtime:
 
 
 def load_data(cfg: ExperimentConfig) -> FederatedData:
-    """The experiment's data set, subsets applied, as every engine and pod loads it."""
-    return load_dataset(cfg.data, cfg.task.kind)
+    """The experiment's data set, subsets applied, as every engine and pod loads it (from a
+    local copy when it is in S3)."""
+    return load_dataset(localize(cfg.data, cfg.s3), cfg.task.kind)
 
 
 def partition_data(data: FederatedData, cfg: ExperimentConfig) -> Partition:
