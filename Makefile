@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONFIG ?= configs/quickstart.yaml
 
-.PHONY: setup data run test test-all lint format bench bench-methods clean image image-cuda image-test
+.PHONY: setup data run example test test-all lint format bench bench-methods clean image image-cuda image-user image-test
 
 setup: $(STAMP)
 
@@ -21,6 +21,10 @@ data: setup
 
 run: data
 	$(BIN)/fedprune run $(CONFIG)
+
+# Your own data and model: three hospitals' CSV files and a user package (examples/hospitals).
+example: setup
+	cd examples/hospitals && ../../$(BIN)/python prepare.py && ../../$(BIN)/fedprune run config.yaml
 
 test: data
 	$(BIN)/python -m pytest -m "not slow"
@@ -69,6 +73,13 @@ image:
 
 image-cuda:
 	$(DOCKER) build -f images/Dockerfile.cuda -t $(IMAGE)-cuda .
+
+# Your code in the pipeline pods: an image FROM the project image with your package installed
+# (images/Dockerfile.user; USER_CONTEXT is the folder with your package, default the example).
+USER_IMAGE ?= fedprune-hospitals:0.1.0
+USER_CONTEXT ?= examples/hospitals
+image-user: image
+	$(DOCKER) build -f images/Dockerfile.user --build-arg BASE=$(IMAGE) -t $(USER_IMAGE) $(USER_CONTEXT)
 
 # Not in CI (minutes; root for dockerd and debootstrap): builds images/Dockerfile on a base made
 # here by debootstrap and checks the container (images/image-test.sh says what and why).

@@ -74,3 +74,36 @@ def test_kfp_local_matches_local_engine(make_config, mnist_small, tmp_path):
     for metric in (*metrics, "max_abs_kept_weight", "kept_weights", "mean_upload_bytes"):
         kfp = {p.step: p.value for p in client.get_metric_history(runs[0].info.run_id, metric)}
         assert kfp == {m.round: m.flat()[metric] for m in local.history}, metric
+
+
+def test_kfp_local_matches_local_engine_with_a_user_model_on_sites_csv_files(
+    make_config, tmp_path, monkeypatch
+):
+    """The hospitals example's user package and per-site CSV files through the pipeline."""
+    import runpy
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "hospitals"
+    monkeypatch.syspath_prepend(str(example))  # the engine here, the component processes below
+    monkeypatch.setenv("PYTHONPATH", f"{example}:{Path.cwd()}")
+    data = runpy.run_path(str(example / "prepare.py"))["write"](tmp_path / "data")
+    cfg = make_config(
+        rounds=2,
+        data={"dataset": "csv", "path": str(data), "label": "diagnosis", "num_clients": 3,
+              "partition": {"kind": "natural"}},
+        model={"name": "hospital_models:tabular_mlp", "kwargs": {"hidden": 16}},
+        pruning={"schedule": {"kind": "oneshot", "target": 0.5, "at_round": 1}},
+        kubeflow={"clients_per_pod": 2, "aggregator": {"device": "cpu"}},
+    )  # fmt: skip
+    local = engine.run_experiment(cfg)
+    run_locally(cfg, tmp_path / "pipeline-root")
+    folders = {p.name: p for p in (Path(cfg.store) / cfg.experiment).iterdir()}
+    kfp_run = next(r for name, r in folders.items() if name != local.run_id)
+    names = [f"rounds/{r:04d}/model.safetensors" for r in (1, 2)]
+    for name in [*names, "model.safetensors", "standardization.json"]:
+        assert (kfp_run / name).read_bytes() == (folders[local.run_id] / name).read_bytes(), name
+    client = MlflowClient(cfg.tracking)
+    experiment = client.get_experiment_by_name(cfg.experiment).experiment_id
+    (run,) = client.search_runs([experiment], filter_string="tags.engine = 'kubeflow'")
+    kfp_auc = {p.step: p.value for p in client.get_metric_history(run.info.run_id, "test_roc_auc")}
+    assert kfp_auc == {m.round: m.test["roc_auc"] for m in local.history}
+    assert "model/MLmodel" in {a.path for a in client.list_artifacts(run.info.run_id, "model")}

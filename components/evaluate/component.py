@@ -25,7 +25,7 @@ def evaluate(
 
     cfg = parse_config(json.loads(config_json))
     plan = read_broadcast(message.path)
-    rt = steps.Runtime.build(cfg, shards=[])  # evaluation needs the test set, not the split
+    rt = steps.Runtime.build(cfg)  # the split too: standardisation uses the clients' statistics
     store = run_store(cfg, run_id)
     result = conclude_round(
         rt,

@@ -21,7 +21,7 @@ def finalise(config_json: str, run_id: str, model: Input[Model], final_model: Ou
     store = run_store(cfg, run_id)
     tracker = tracker_for(cfg).attach(run_id)
     final = read_model(model.path)
-    rt = steps.Runtime.build(cfg, with_data=False)  # the method needs the model, not the data
+    rt = steps.Runtime.build(cfg)  # the data too: the logged model standardises as training did
     costs = final_costs(rt, final, ClientState.after(store, cfg.rounds))
     history = history_until(store, cfg.rounds)
     finish(
