@@ -139,6 +139,8 @@ def run_experiment(
     name, params, tags = run_spec(cfg, engine="local")
     opening = {"reopen": resume} if resume else {"start": [name, params, tags]}
     tracking = Background(cfg.tracking, cfg.experiment, artifact_root(cfg), opening)
+    if cfg.export.mlflow_model:
+        tracking.prepare_model_logging()
     pool = ClientPool(rt) if cfg.engine.workers > 1 else None
     try:
         if restored is None:

@@ -103,6 +103,9 @@ class Background:
     def log_bytes(self, name: str, data: bytes, folder: str | None = None) -> None:
         self._call("log_bytes", name, base64.b64encode(data).decode(), folder)
 
+    def prepare_model_logging(self) -> None:
+        self._call("prepare_model_logging")
+
     def log_model(
         self, model_file: str, example_file: str, registered: str | None, tags: dict[str, str]
     ) -> None:
