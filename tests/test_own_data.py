@@ -242,6 +242,7 @@ def test_the_final_model_is_an_mlflow_model_that_takes_raw_features(tabular, hos
     cfg = tabular(
         rounds=3,
         registry={"name": "hospitals-test"},
+        export={"onnx": True},
         pruning={"schedule": {"kind": "oneshot", "target": 0.5, "at_round": 1}},
     )
     result = run_experiment(cfg)
@@ -259,6 +260,12 @@ def test_the_final_model_is_an_mlflow_model_that_takes_raw_features(tabular, hos
     assert version.tags["sparsity"] == f"{result.history[-1].sparsity:.4f}"
     assert float(version.tags["test_accuracy"]) == pytest.approx(accuracy)
     (logged,) = client.get_run(result.run_id).inputs.dataset_inputs
+    import onnxruntime
+
+    onnx = onnxruntime.InferenceSession(str(Path(result.location) / "model.onnx"))
+    (scores,) = onnx.run(None, {onnx.get_inputs()[0].name: raw.numpy()})
+    assert np.array_equal(scores.argmax(1), predicted.numpy()), "ONNX takes raw features too"
+    assert "model.onnx" in {a.path for a in client.list_artifacts(result.run_id)}
     assert logged.dataset.name == f"csv:{hospitals}" and len(logged.dataset.digest) == 16
 
 

@@ -9,7 +9,7 @@ def finalise(config_json: str, run_id: str, model: Input[Model], final_model: Ou
 
     from fedprune import steps
     from fedprune.config import parse_config
-    from fedprune.engine.export import log_final_model
+    from fedprune.engine.export import final_artifacts, log_final_model
     from fedprune.engine.round import final_costs, finish
     from fedprune.io.exchange import read_model
     from fedprune.io.publish import history_until, run_store
@@ -32,7 +32,7 @@ def finalise(config_json: str, run_id: str, model: Input[Model], final_model: Ou
         costs=costs,
         experiment=cfg.experiment,
         main=rt.task.main,
-        data_artifacts=rt.data_artifacts(),
+        artifacts=final_artifacts(rt, final),
     )
     log_final_model(rt, tracker, global_model=final, history=history)
     tracker.finish()

@@ -68,6 +68,9 @@ class ExportConfig(Params):
 
     mlflow_model: bool = True
     """Log it as the run's MLflow model (pytorch flavour, signature, input example)."""
+    onnx: bool = False
+    """Also export it as ONNX (`model.onnx` in the store and the MLflow run; dynamic batch
+    size; needs the `onnx` extra: pip install 'fedprune[onnx]')."""
 
 
 class RegistryConfig(Params):

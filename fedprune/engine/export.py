@@ -1,12 +1,13 @@
 """The final model where users expect it: an MLflow model (pytorch flavour) in the run, with
 its signature and an input example, optionally registered in the MLflow Model Registry with its
-sparsity and main metric as tags. The logged model is the one that runs (`Method.served`:
-structured-pruned models in their shrunk shape) and takes raw features (a data set's
-standardisation is part of it)."""
+sparsity and main metric as tags, and optionally as ONNX. The exported model is the one that
+runs (`Method.served`: structured-pruned models in their shrunk shape) and takes raw features
+(a data set's standardisation is part of it)."""
 
 from __future__ import annotations
 
 import copy
+import importlib.util
 import tempfile
 from pathlib import Path
 
@@ -14,6 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from fedprune.config import ExperimentConfig
+from fedprune.errors import UserError
 from fedprune.records import GlobalModel, RoundMetrics
 from fedprune.steps import Runtime
 from fedprune.steps.features import Standardized
@@ -40,6 +43,40 @@ def input_example(rt: Runtime) -> np.ndarray:
     return x.numpy()
 
 
+class ExportError(UserError):
+    """An export the environment cannot do."""
+
+
+def check_export(cfg: ExperimentConfig) -> None:
+    """Before any round: the packages an enabled export needs are installed."""
+    if cfg.export.onnx and importlib.util.find_spec("onnxscript") is None:
+        raise ExportError(
+            "export.onnx: the ONNX exporter needs the onnx extra: pip install 'fedprune[onnx]'"
+        )
+
+
+def final_artifacts(rt: Runtime, global_model: GlobalModel) -> dict[str, bytes]:
+    """What is published beside the final model: the data's statistics (serving needs them)
+    and, with `export.onnx`, `model.onnx`."""
+    out = rt.data_artifacts()
+    if rt.cfg.export.onnx:
+        out["model.onnx"] = onnx_bytes(rt, global_model)
+    return out
+
+
+def onnx_bytes(rt: Runtime, global_model: GlobalModel) -> bytes:
+    """The served model as ONNX, any batch size (torch.onnx's dynamo exporter)."""
+    example = torch.from_numpy(input_example(rt))
+    batch = torch.export.Dim("batch", min=1)
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "model.onnx"
+        torch.onnx.export(
+            served_model(rt, global_model), (example,), str(path), dynamo=True,
+            dynamic_shapes=({0: batch},), verbose=False,
+        )  # fmt: skip
+        return path.read_bytes()
+
+
 def log_final_model(
     rt: Runtime,
     tracker: Tracker | Background,
@@ -47,7 +84,7 @@ def log_final_model(
     global_model: GlobalModel,
     history: list[RoundMetrics],
 ) -> None:
-    """Log the final model as the run's MLflow model (`export.mlflow_model`) and register it
+    """Log the final model as the run's MLflow model (`export.mlflow_model`), registered
     under `registry.name` if set."""
     if not rt.cfg.export.mlflow_model:
         return

@@ -22,7 +22,7 @@ import yaml
 from fedprune import steps
 from fedprune.config import ExperimentConfig, flatten
 from fedprune.engine.callbacks import load_callbacks
-from fedprune.engine.export import log_final_model
+from fedprune.engine.export import check_export, final_artifacts, log_final_model
 from fedprune.engine.pool import ClientPool
 from fedprune.engine.round import (
     client_starts,
@@ -130,6 +130,7 @@ def run_experiment(
     so the first publish waits for it."""
     progress = progress or Progress()
     callbacks = load_callbacks(cfg.callbacks)
+    check_export(cfg)
     rt = steps.Runtime.build(cfg, data=data)  # before any run exists: a bad split fails clean
     backend = open_backend(cfg.store, cfg.s3)  # credentials, bucket, endpoint: fail clean too
     store, restored, history = None, None, []
@@ -191,7 +192,7 @@ def run_experiment(
             costs=costs,
             experiment=cfg.experiment,
             main=rt.task.main,
-            data_artifacts=rt.data_artifacts(),
+            artifacts=final_artifacts(rt, global_model),
         )
         log_final_model(rt, tracking, global_model=global_model, history=history)
         tracking.finish()

@@ -125,16 +125,16 @@ def finish(
     costs: dict[str, float],
     experiment: str,
     main: str,
-    data_artifacts: dict[str, bytes],
+    artifacts: dict[str, bytes],
 ) -> None:
     """Publish the final model, metrics, inference costs (`Method.costs`) and plots (manifest
     last) and log them to MLflow; the plots show the task's main metric, `main`;
-    `data_artifacts` are what the data needs at serving (`Runtime.data_artifacts`)."""
+    `artifacts` are published beside them (`engine.export.final_artifacts`)."""
     final = {
         "model.safetensors": model_bytes(global_model.weights, global_model.mask),
         "metrics.json": metrics_bytes(history),
         "costs.json": json.dumps(costs, indent=2).encode(),
-        **data_artifacts,
+        **artifacts,
     }
     with tempfile.TemporaryDirectory() as scratch:
         title = f"{experiment} ({store.run_id[:8]})"

@@ -51,7 +51,7 @@ class Standardized(nn.Module):
         self.register_buffer("std", stats.std.float())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        flat = (x.reshape(len(x), -1) - self.mean) / self.std
+        flat = (x.flatten(1) - self.mean) / self.std  # (not len(x): ONNX keeps any batch)
         return self.model(flat.reshape(x.shape))
 
 
