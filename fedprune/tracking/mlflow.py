@@ -160,6 +160,8 @@ class Tracker:
         from mlflow.exceptions import MlflowException
         from mlflow.models import infer_signature
 
+        # Pickled on purpose (see below): MLflow's advice to use pt2 instead is not for us.
+        logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
         model = torch.load(model_file, weights_only=False)
         example = np.load(example_file)
         with torch.no_grad():
