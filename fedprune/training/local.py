@@ -140,7 +140,7 @@ def evaluate(
         outputs = forward(x[start : start + batch_size])
         target = y[start : start + batch_size]
         tally = tally or task.tally(outputs.shape[1] if outputs.dim() > 1 else 1)
-        loss += task.loss(outputs, target, reduction="none").sum()
+        loss += task.loss(outputs, target, reduction="sum")
         tally.add(outputs, target)
     if tally is None:
         return Evaluation(math.nan, {})

@@ -34,7 +34,8 @@ class Task:
         self.params = params
 
     def loss(self, outputs: torch.Tensor, target: torch.Tensor, *, reduction: str = "mean"):
-        """The training loss: "mean" over the batch, or "none": one per sample."""
+        """The loss: "mean" over the batch (training), "sum" (test sets: the server sums
+        batches), or "none": one per sample (vectorised clients weight samples)."""
         raise NotImplementedError
 
     def tally(self, outputs: int) -> Tally:

@@ -40,7 +40,10 @@ class Regression(Task):
 
     def loss(self, outputs: torch.Tensor, target: torch.Tensor, *, reduction: str = "mean"):
         losses = F.mse_loss(_aligned(outputs, target), target, reduction="none")
-        return losses.reshape(len(target), -1).mean(1) if reduction == "none" else losses.mean()
+        per_sample = losses.reshape(len(target), -1).mean(1)
+        if reduction == "none":
+            return per_sample
+        return per_sample.sum() if reduction == "sum" else losses.mean()
 
     def tally(self, outputs: int) -> ErrorTally:
         return ErrorTally()
