@@ -20,7 +20,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Generic, Literal, TypeVar, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, create_model
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    create_model,
+)
 
 from fedprune.errors import UserError
 
@@ -32,6 +41,16 @@ IMPORTED = "import"
 
 def is_import_path(name: str) -> bool:
     return ":" in name
+
+
+def _well_formed(path: str) -> str:
+    if not IMPORT_PATH.match(path):
+        raise ValueError(f"'{path}' is not an import path of the form package.module:callable")
+    return path
+
+
+ImportPath = Annotated[str, AfterValidator(_well_formed)]
+"""A config field holding `package.module:callable` (checked for form, imported later)."""
 
 
 def load_callable(path: str, field: str) -> Callable[..., Any]:
@@ -52,8 +71,11 @@ def load_callable(path: str, field: str) -> Callable[..., Any]:
     return found
 
 
-def check_signature(function: Callable[..., Any], field: str, **arguments: Any) -> None:
-    """A UserError naming `field` if `function` cannot be called with these keywords."""
+def call_imported(path: str, field: str, returns: type, what: str, **arguments: Any) -> Any:
+    """Import the callable at `path`, check it takes these keywords, call it, and check it
+    returned a `returns` (`what` names that type in messages); a UserError naming `field`
+    for each way it can fail."""
+    function = load_callable(path, field)
     try:
         inspect.signature(function).bind(**arguments)
     except TypeError as error:
@@ -63,6 +85,10 @@ def check_signature(function: Callable[..., Any], field: str, **arguments: Any) 
         ) from None
     except ValueError:  # no signature to inspect (a builtin): the call will tell
         pass
+    result = function(**arguments)
+    if not isinstance(result, returns):
+        raise UserError(f"{field}: {path} returned {type(result).__name__}, not {what}")
+    return result
 
 
 def import_entries(package: str, path: list[str]) -> None:

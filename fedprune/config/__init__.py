@@ -21,7 +21,7 @@ from fedprune.io.codec import CompressionConfig
 from fedprune.io.s3 import S3Config
 from fedprune.pruning.methods import METHODS
 from fedprune.pruning.schedules import SCHEDULES
-from fedprune.registry import IMPORT_PATH, IMPORTED, Params, is_import_path
+from fedprune.registry import IMPORTED, ImportPath, Params, is_import_path
 from fedprune.strategies import STRATEGIES
 from fedprune.tasks.datasets import DATASETS
 from fedprune.tasks.models import MODELS
@@ -80,12 +80,6 @@ class RegistryConfig(Params):
     name: Annotated[str, Field(min_length=1)] | None = None
 
 
-def _callback_path(path: str) -> str:
-    if not IMPORT_PATH.match(path):
-        raise ValueError(f"'{path}' is not an import path of the form package.module:callable")
-    return path
-
-
 def _init_from(value: str) -> str:
     if value not in ("scratch", "latest") and not value.endswith(".safetensors"):
         raise ValueError(
@@ -114,7 +108,7 @@ class ExperimentConfig(Params):
     """The server strategy (`method`) and its settings."""
     eval: EvalConfig = EvalConfig()
     engine: EngineConfig = EngineConfig()
-    callbacks: list[Annotated[str, AfterValidator(_callback_path)]] = []
+    callbacks: list[ImportPath] = []
     """`package.module:callable`s called after every round's evaluation with the round's
     context; each returns extra metrics (docs/design.md, callbacks)."""
     store: str = "fedprune-runs"

@@ -1,7 +1,7 @@
 """Data sets, one file each, registered by name (`data.dataset`), or the user's loader by
 import path."""
 
-from fedprune.registry import check_signature, import_entries, is_import_path, load_callable
+from fedprune.registry import call_imported, import_entries, is_import_path
 from fedprune.tasks.datasets.base import (
     DATASETS,
     DataError,
@@ -21,15 +21,8 @@ def load_data(params: DataParams, task: str) -> FederatedData:
     if not is_import_path(name):
         return DATASETS.get(name).load(params, task)
     assert isinstance(params, ImportedData)
-    loader = load_callable(name, "data.dataset")
-    check_signature(loader, "data.dataset", **params.kwargs)
-    data = loader(**params.kwargs)
-    if not isinstance(data, FederatedData):
-        raise DataError(
-            f"data.dataset: {name} returned {type(data).__name__}, not a "
-            "fedprune.tasks.datasets.FederatedData"
-        )
-    return data
+    what = "a fedprune.tasks.datasets.FederatedData"
+    return call_imported(name, "data.dataset", FederatedData, what, **params.kwargs)
 
 
 def data_shape(params: DataParams, task: str) -> DataShape:

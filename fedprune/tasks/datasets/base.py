@@ -16,10 +16,10 @@ from typing import Annotated, Any, Protocol
 
 import numpy as np
 import torch
-from pydantic import AfterValidator, Field
+from pydantic import Field
 
 from fedprune.errors import UserError
-from fedprune.registry import IMPORT_PATH, Params, Registry
+from fedprune.registry import ImportPath, Params, Registry
 from fedprune.tasks.partitioners import PARTITIONERS
 
 
@@ -88,17 +88,11 @@ class DataParams(Params):
     test_subset: Annotated[int, Field(ge=1)] | None = None
 
 
-def _import_path(name: str) -> str:
-    if not IMPORT_PATH.match(name):
-        raise ValueError(f"'{name}' is not an import path of the form package.module:callable")
-    return name
-
-
 class ImportedData(DataParams):
     """A loader of the user's: `dataset` is `package.module:callable`, `kwargs` its arguments;
     it returns a `FederatedData`."""
 
-    dataset: Annotated[str, AfterValidator(_import_path)]
+    dataset: ImportPath
     kwargs: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from fedprune.errors import UserError
-from fedprune.registry import Params, check_signature, import_entries, is_import_path, load_callable
+from fedprune.registry import Params, call_imported, import_entries, is_import_path
 from fedprune.tasks.models.base import MODELS, ImportedModel
 
 
@@ -23,15 +23,8 @@ def build_model(
     if not is_import_path(name):
         return MODELS.get(name)(input_shape, num_classes, params)
     assert isinstance(params, ImportedModel)
-    factory = load_callable(name, "model.name")
     arguments = {"input_shape": input_shape, "num_classes": num_classes, **params.kwargs}
-    check_signature(factory, "model.name", **arguments)
-    model = factory(**arguments)
-    if not isinstance(model, nn.Module):
-        raise ModelError(
-            f"model.name: {name} returned {type(model).__name__}, not a torch.nn.Module"
-        )
-    return model
+    return call_imported(name, "model.name", nn.Module, "a torch.nn.Module", **arguments)
 
 
 __all__ = ["MODELS", "ImportedModel", "ModelError", "build_model"]

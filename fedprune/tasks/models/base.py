@@ -6,28 +6,22 @@ settings that returns an `nn.Module`. A user's own model is named by import path
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import AfterValidator, Field
+from pydantic import Field
 from torch import nn
 
-from fedprune.registry import IMPORT_PATH, Params, Registry
+from fedprune.registry import ImportPath, Params, Registry
 
 ModelFactory = Callable[[tuple[int, ...], int, Params], nn.Module]
 """factory(input_shape, num_classes, params) -> a fresh model."""
-
-
-def _import_path(name: str) -> str:
-    if not IMPORT_PATH.match(name):
-        raise ValueError(f"'{name}' is not an import path of the form package.module:callable")
-    return name
 
 
 class ImportedModel(Params):
     """A model of the user's: `name` is `package.module:callable`, `kwargs` its own
     arguments beside `input_shape` and `num_classes` (for regression: the target count)."""
 
-    name: Annotated[str, AfterValidator(_import_path)]
+    name: ImportPath
     kwargs: dict[str, Any] = Field(default_factory=dict)
 
 
