@@ -9,7 +9,6 @@ def finalise(config_json: str, run_id: str, model: Input[Model], final_model: Ou
 
     from fedprune import steps
     from fedprune.config import parse_config
-    from fedprune.engine.export import final_artifacts, log_final_model
     from fedprune.engine.round import final_costs, finish
     from fedprune.io.exchange import read_model
     from fedprune.io.publish import history_until, run_store
@@ -24,15 +23,5 @@ def finalise(config_json: str, run_id: str, model: Input[Model], final_model: Ou
     rt = steps.Runtime.build(cfg)  # the data too: the logged model standardises as training did
     costs = final_costs(rt, final, ClientState.after(store, cfg.rounds))
     history = history_until(store, cfg.rounds)
-    finish(
-        store,
-        tracker,
-        global_model=final,
-        history=history,
-        costs=costs,
-        experiment=cfg.experiment,
-        main=rt.task.main,
-        artifacts=final_artifacts(rt, final),
-    )
-    log_final_model(rt, tracker, global_model=final, history=history)
+    finish(rt, store, tracker, global_model=final, history=history, costs=costs)
     tracker.finish()

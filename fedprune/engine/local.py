@@ -22,7 +22,7 @@ import yaml
 from fedprune import steps
 from fedprune.config import ExperimentConfig, flatten
 from fedprune.engine.callbacks import load_callbacks
-from fedprune.engine.export import check_export, final_artifacts, log_final_model
+from fedprune.engine.export import check_export
 from fedprune.engine.pool import ClientPool
 from fedprune.engine.round import (
     client_starts,
@@ -184,17 +184,7 @@ def run_experiment(
             progress.round_done(metrics)
         store = store or new_run_store(rt, backend, tracking)  # a resume with no round left
         costs = final_costs(rt, global_model, state)
-        finish(
-            store,
-            tracking,
-            global_model=global_model,
-            history=history,
-            costs=costs,
-            experiment=cfg.experiment,
-            main=rt.task.main,
-            artifacts=final_artifacts(rt, global_model),
-        )
-        log_final_model(rt, tracking, global_model=global_model, history=history)
+        finish(rt, store, tracking, global_model=global_model, history=history, costs=costs)
         tracking.finish()
     except BaseException as error:
         tracking.abandon("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from fedprune import steps
 from fedprune.engine.callbacks import Callback, RoundContext, run_callbacks
+from fedprune.engine.export import final_artifacts, log_final_model
 from fedprune.io.codec import decode
 from fedprune.io.publish import latest_global, metrics_bytes, round_objects
 from fedprune.io.state import ClientState
@@ -117,30 +118,29 @@ def final_costs(rt: Runtime, global_model: GlobalModel, state: ClientState) -> d
 
 
 def finish(
+    rt: Runtime,
     store: RunStore,
     tracker: Tracker | Background,
     *,
     global_model: GlobalModel,
     history: list[RoundMetrics],
     costs: dict[str, float],
-    experiment: str,
-    main: str,
-    artifacts: dict[str, bytes],
 ) -> None:
-    """Publish the final model, metrics, inference costs (`Method.costs`) and plots (manifest
-    last) and log them to MLflow; the plots show the task's main metric, `main`;
-    `artifacts` are published beside them (`engine.export.final_artifacts`)."""
+    """Publish the final model, metrics, inference costs (`Method.costs`), plots of the task's
+    main metric and the export's artifacts (`engine.export.final_artifacts`; manifest last),
+    log them to MLflow, then log the final MLflow model (`engine.export.log_final_model`)."""
     final = {
         "model.safetensors": model_bytes(global_model.weights, global_model.mask),
         "metrics.json": metrics_bytes(history),
         "costs.json": json.dumps(costs, indent=2).encode(),
-        **artifacts,
+        **final_artifacts(rt, global_model),
     }
     with tempfile.TemporaryDirectory() as scratch:
-        title = f"{experiment} ({store.run_id[:8]})"
-        for plot in plot_run(history, Path(scratch), title, main=main):
+        title = f"{rt.cfg.experiment} ({store.run_id[:8]})"
+        for plot in plot_run(history, Path(scratch), title, main=rt.task.main):
             final[plot.name] = plot.read_bytes()
     store.publish("", final, rounds=len(history))
     for name, data in final.items():
         tracker.log_bytes(name, data, "plots" if name.endswith(".png") else None)
     tracker.log_metrics(costs, step=len(history))
+    log_final_model(rt, tracker, global_model=global_model, history=history)
