@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fedprune.tasks.datasets.base import DATASETS, DataError, DataParams, DataShape, FederatedData
-from fedprune.tasks.datasets.files import find_layout
+from fedprune.tasks.datasets.base import DATASETS, DataError, DataParams
+from fedprune.tasks.datasets.files import FileSource, Layout, Table, View
 
 
 class NpzParams(DataParams):
@@ -46,51 +46,18 @@ def _labels(y: np.ndarray, file: Path, task: str) -> torch.Tensor:
     return torch.from_numpy(y.astype(np.int64))
 
 
-class NpzSource:
-    def load(self, params: NpzParams, task: str) -> FederatedData:
-        path = Path(params.path)
-        if path.is_file():
-            parts = [("", path)]
-            test = path
-            sites: tuple[str, ...] = ()
-            own: tuple[tuple[str, Path], ...] = ()
-        else:
-            layout = find_layout(params.path, "npz")
-            parts, test, sites = list(layout.train), layout.test, layout.sites
-            own = layout.site_tests
-        xs, ys, rows, start = [], [], [], 0
-        for _, file in parts:
-            x, y = _arrays(file, ("x_train", "y_train"))
-            xs.append(x.astype(np.float32))
-            ys.append(_labels(y, file, task))
-            rows.append(np.arange(start, start + len(x)))
-            start += len(x)
-        x_test, y_test = _arrays(test, ("x_test", "y_test"))
-        x_train, y_train = torch.from_numpy(np.concatenate(xs)), torch.cat(ys)
-        site_tests = {}
-        for site, file in own:
-            x, y = _arrays(file, ("x_test", "y_test"))
-            site_tests[site] = (torch.from_numpy(x.astype(np.float32)), _labels(y, file, task))
-        labels = [y_train, _labels(y_test, test, task), *(y for _, y in site_tests.values())]
-        if task == "regression":
-            outputs = 1 if y_train.dim() == 1 else int(np.prod(y_train.shape[1:]))
-        else:
-            outputs = max(int(y.max()) for y in labels if len(y)) + 1
-        train, kept = slice(params.train_subset), len(x_train[slice(params.train_subset)])
-        return FederatedData(
-            name=f"npz:{params.path}",
-            x_train=x_train[train],
-            y_train=y_train[train],
-            x_test=torch.from_numpy(x_test.astype(np.float32))[: params.test_subset],
-            y_test=labels[1][: params.test_subset],
-            shape=DataShape(tuple(x_train.shape[1:]), outputs),
-            sites=sites,
-            site_rows=tuple(r[r < kept] for r in rows) if sites else (),
-            site_tests=site_tests,
-        )
+class NpzSource(FileSource):
+    ext = "npz"
 
-    def data_shape(self, params: NpzParams, task: str) -> DataShape:
-        return self.load(params, task).shape
+    def layout(self, params: NpzParams, view: View) -> Layout:
+        path = Path(params.path)
+        if path.is_file() and view.everything:  # one file with all four arrays
+            return Layout((("", path),), path)
+        return super().layout(params, view)
+
+    def read(self, file: Path, params: NpzParams, task: str, split: str) -> Table:
+        x, y = _arrays(file, (f"x_{split}", f"y_{split}"))
+        return Table(x.astype(np.float32), _labels(y, file, task), x.shape[1:])
 
 
 DATASETS.register("npz", NpzParams)(NpzSource())

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fedprune.tasks.datasets.base import DATASETS, DataError, DataParams, DataShape, FederatedData
-from fedprune.tasks.datasets.files import Layout, find_layout
+from fedprune.tasks.datasets.base import DATASETS, DataError, DataParams
+from fedprune.tasks.datasets.files import FileSource, Table
 
 
 class TabularParams(DataParams):
@@ -27,11 +27,11 @@ class TabularParams(DataParams):
     """Standardise features with the clients' federated statistics (`steps.features`)."""
 
 
-class TabularSource:
+class TabularSource(FileSource):
     def __init__(self, ext: str):
         self.ext = ext
 
-    def _read(self, file: Path):
+    def _frame(self, file: Path):
         import pandas as pd
 
         try:
@@ -39,21 +39,14 @@ class TabularSource:
         except Exception as error:  # unreadable, truncated, not this format
             raise DataError(f"data.path: cannot read {file}: {error}") from None
 
-    def _split(
-        self, file: Path, params: TabularParams, task: str, columns: list[str] | None
-    ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    def read(self, file: Path, params: TabularParams, task: str, split: str) -> Table:
         from pandas.api.types import is_numeric_dtype  # pandas loads only for tabular data
 
-        frame = self._read(file)
+        frame = self._frame(file)
         if params.label not in frame.columns:
             listed = ", ".join(map(str, frame.columns[:20]))
             raise DataError(f"data.label: no column '{params.label}' in {file} (columns: {listed})")
-        features = [str(c) for c in frame.columns if c != params.label]
-        if columns is not None and features != columns:
-            raise DataError(
-                f"data.path: {file} has feature columns {features}, not those of the first "
-                f"file, {columns}"
-            )
+        features = tuple(str(c) for c in frame.columns if c != params.label)
         if not features:
             raise DataError(f"data.path: {file} has no feature column beside '{params.label}'")
         for column in frame.columns:
@@ -69,8 +62,9 @@ class TabularSource:
                     f"data.path: column '{column}' of {file} is not numeric (e.g. "
                     f"{frame[column].iloc[0]!r}): encode it as numbers or drop it"
                 )
-        x = np.array(frame[features].to_numpy(np.float32))  # a writable copy
-        return x, self._labels(frame[params.label], file, params, task), features
+        x = np.array(frame[list(features)].to_numpy(np.float32))  # a writable copy
+        y = torch.from_numpy(self._labels(frame[params.label], file, params, task))
+        return Table(x, y, features)
 
     @staticmethod
     def _labels(column, file: Path, params: TabularParams, task: str) -> np.ndarray:
@@ -96,48 +90,6 @@ class TabularSource:
                 f"class ids (e.g. {values[0]!r}): list the classes in data.classes"
             )
         return values.astype(np.int64)
-
-    def load(self, params: TabularParams, task: str) -> FederatedData:
-        layout = find_layout(params.path, self.ext)
-        xs, ys, rows, columns, start = [], [], [], None, 0
-        for _, file in layout.train:
-            x, y, columns = self._split(file, params, task, columns)
-            xs.append(x)
-            ys.append(y)
-            rows.append(np.arange(start, start + len(x)))
-            start += len(x)
-        x_test, y_test, _ = self._split(layout.test, params, task, columns)
-        site_tests = {}
-        for site, file in layout.site_tests:
-            x, y, _ = self._split(file, params, task, columns)
-            site_tests[site] = (torch.from_numpy(x), torch.from_numpy(y))
-        x_train, y_train = np.concatenate(xs), np.concatenate(ys)
-        train, test = slice(params.train_subset), slice(params.test_subset)
-        labels = [y_train, y_test, *(y.numpy() for _, y in site_tests.values())]
-        shape = self._shape(layout, x_train.shape[1], labels, params, task)
-        return FederatedData(
-            name=f"{self.ext}:{params.path}",
-            x_train=torch.from_numpy(x_train[train]),
-            y_train=torch.from_numpy(y_train[train]),
-            x_test=torch.from_numpy(x_test[test]),
-            y_test=torch.from_numpy(y_test[test]),
-            shape=shape,
-            sites=layout.sites,
-            site_rows=tuple(r[r < len(x_train[train])] for r in rows) if layout.sites else (),
-            site_tests=site_tests,
-            standardize=params.standardize,
-        )
-
-    @staticmethod
-    def _shape(layout: Layout, features: int, labels: list[np.ndarray], params, task) -> DataShape:
-        if task == "regression":
-            return DataShape((features,), 1)
-        if params.classes is not None:
-            return DataShape((features,), len(params.classes))
-        return DataShape((features,), max(int(y.max()) for y in labels if len(y)) + 1)
-
-    def data_shape(self, params: TabularParams, task: str) -> DataShape:
-        return self.load(params, task).shape
 
 
 for _ext in ("csv", "parquet"):
