@@ -1,10 +1,11 @@
-from kfp.dsl import Artifact, Input, Model, Output
+from kfp.dsl import Artifact, Dataset, Input, Model, Output
 
 
 def broadcast(
     config_json: str,
     run_id: str,
     global_model: Input[Model],
+    shards: Input[Dataset],
     round_: int,
     message: Output[Artifact],
 ):
@@ -13,15 +14,14 @@ def broadcast(
     masks the values under each client's own mask (the clients' state, from the store)."""
     import json
 
-    from fedprune import steps
     from fedprune.config import parse_config
     from fedprune.engine.round import plan_round
-    from fedprune.io.exchange import read_model, write_broadcast
+    from fedprune.io.exchange import pod_runtime, read_model, write_broadcast
     from fedprune.io.publish import run_store
     from fedprune.io.state import ClientState
 
     cfg = parse_config(json.loads(config_json))
-    rt = steps.Runtime.build(cfg, with_data=False)
+    rt = pod_runtime(cfg, shards.path, with_data=False)
     state = ClientState.after(run_store(cfg, run_id), round_ - 1)
     plan = plan_round(rt, read_model(global_model.path), state, round_=round_)
     write_broadcast(message.path, plan)

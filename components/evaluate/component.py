@@ -1,4 +1,4 @@
-from kfp.dsl import Artifact, Input, Metrics, Model, Output
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
 
 def evaluate(
@@ -7,6 +7,7 @@ def evaluate(
     message: Input[Artifact],
     updates: Input[list[Artifact]],
     model: Input[Model],
+    shards: Input[Dataset],
     metrics: Output[Metrics],
 ):
     """Test the round's global model, run the callbacks, advance the clients' state and
@@ -14,18 +15,17 @@ def evaluate(
     KFP UI."""
     import json
 
-    from fedprune import steps
     from fedprune.config import parse_config
     from fedprune.engine.callbacks import load_callbacks
     from fedprune.engine.round import conclude_round
-    from fedprune.io.exchange import read_broadcast, read_model, read_updates
+    from fedprune.io.exchange import pod_runtime, read_broadcast, read_model, read_updates
     from fedprune.io.publish import history_until, run_store
     from fedprune.io.state import ClientState
     from fedprune.tracking.runs import tracker_for
 
     cfg = parse_config(json.loads(config_json))
     plan = read_broadcast(message.path)
-    rt = steps.Runtime.build(cfg)  # the split too: standardisation uses the clients' statistics
+    rt = pod_runtime(cfg, shards.path)  # the test set, standardised by the clients' statistics
     store = run_store(cfg, run_id)
     result = conclude_round(
         rt,

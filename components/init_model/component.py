@@ -7,15 +7,14 @@ def init_model(config_json: str, run_id: str, shards: Input[Dataset], model: Out
     shape it: FedDST starts sparse, PruneFL prunes after training on one client's shard."""
     import json
 
-    from fedprune import steps
     from fedprune.config import parse_config
     from fedprune.engine.round import initial_model
-    from fedprune.io.exchange import read_partition, write_model
+    from fedprune.io.exchange import pod_runtime, write_model
     from fedprune.io.s3 import open_backend
     from fedprune.tracking.runs import tracker_for
 
     cfg = parse_config(json.loads(config_json))
-    rt = steps.Runtime.build(cfg, shards=read_partition(shards.path))
+    rt = pod_runtime(cfg, shards.path)
     start, source = initial_model(rt, open_backend(cfg.store, cfg.s3))
     tracker_for(cfg).attach(run_id).set_tag("init_from", source)
     write_model(model.path, start)

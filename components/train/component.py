@@ -7,24 +7,30 @@ def train_group(
     message: Input[Artifact],
     shards: Input[Dataset],
     group: int,
+    site: str,
     updates: Output[Artifact],
 ):
     """Train one group of the round's clients, one after another, in this pod (with
     LotteryFL's personal masks, each client's own mask comes from the clients' state in the
-    run's store)."""
+    run's store). With data kept at sites (`site` set) the group is that site's client, if
+    the round sampled it, trained on the site's own folder only."""
     import json
 
     from fedprune import steps
     from fedprune.config import parse_config
     from fedprune.engine.round import client_starts
-    from fedprune.io.exchange import read_broadcast, read_partition, write_updates
+    from fedprune.io.exchange import pod_runtime, read_broadcast, write_updates
     from fedprune.io.publish import run_store
     from fedprune.io.state import ClientState
 
     cfg = parse_config(json.loads(config_json))
     plan = read_broadcast(message.path)
-    clients = plan.group(group, cfg.kubeflow.clients_per_pod)
-    rt = steps.Runtime.build(cfg, shards=read_partition(shards.path))
+    if site:
+        rt = pod_runtime(cfg, shards.path, site=site)
+        clients = [c for c in plan.clients if c == sorted(cfg.kubeflow.sites).index(site)]
+    else:
+        rt = pod_runtime(cfg, shards.path)
+        clients = plan.group(group, cfg.kubeflow.clients_per_pod)
     state = (
         ClientState.after(run_store(cfg, run_id), plan.round - 1) if rt.method.personal else None
     )

@@ -15,7 +15,7 @@ from typing import Annotated
 import yaml
 from pydantic import AfterValidator, Field, ValidationError, model_validator
 
-from fedprune.config.kubeflow import KubeflowConfig
+from fedprune.config.kubeflow import KubeflowConfig, check_sites
 from fedprune.errors import UserError
 from fedprune.io.codec import CompressionConfig
 from fedprune.io.s3 import S3Config
@@ -154,6 +154,7 @@ class ExperimentConfig(Params):
                 f"pruning method '{self.pruning.method}' with these settings scores clients "
                 f"by accuracy: task must be classification, not '{self.task.kind}'"
             )
+        check_sites(self)
         if self.registry.name is not None and not self.export.mlflow_model:
             raise ValueError("registry.name registers the MLflow model: set export.mlflow_model")
         if self.store.startswith("s3://") and self.s3.endpoint is None:

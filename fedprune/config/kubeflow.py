@@ -7,7 +7,9 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
+from fedprune.pruning.methods import METHODS
 from fedprune.registry import Params
+from fedprune.tasks.datasets import DATASETS, FileSource
 
 
 class ResourcesConfig(Params):
@@ -36,6 +38,25 @@ class AggregatorConfig(Params):
     tolerations: list[TolerationConfig] = [TolerationConfig(key="nvidia.com/gpu")]
     resources: ResourcesConfig = ResourcesConfig(memory_request="4Gi", memory_limit="16Gi")
     timeout_s: Annotated[int, Field(ge=1)] = 3600
+
+
+class SiteConfig(Params):
+    """Where one site's pods run and what they may read (`kubeflow.sites.<site>`)."""
+
+    node_selector: dict[str, str] = {}
+    """Node labels of the site's nodes: its client pods are scheduled only there."""
+    tolerations: list[TolerationConfig] = []
+    """Taints of the site's nodes its pods tolerate (a site's nodes are usually tainted so
+    that no other pod lands there)."""
+    data_pvc: str | None = None
+    """The site's own data volume, mounted at `kubeflow.data_path` in its pods only (else
+    `kubeflow.data_pvc`)."""
+    path: str | None = None
+    """The site's folder as its pods see it (`train.<ext>`, optionally its own `test.<ext>`):
+    its own S3 prefix (s3://…) or a folder; default `<data.path>/clients/<site>`."""
+    credentials_secret: str | None = None
+    """The site's own Secret with its S3 keys (a MinIO user whose policy allows only the
+    site's prefix), mounted in its pods instead of `kubeflow.credentials_secret`."""
 
 
 class KubeflowConfig(Params):
@@ -67,6 +88,78 @@ class KubeflowConfig(Params):
     """PersistentVolumeClaim holding the data sets (`fedprune data fetch` output), mounted
     read-only-by-convention at `data_path` in every pod; the image does not carry data."""
     data_path: str = "/data"
+    sites: dict[str, SiteConfig] = {}
+    """Sites as places (data kept at sites, `partition: natural`): site → where its pods run
+    and what they may read. Each site's pods read only its own folder and send the server
+    statistics, never rows; the server's pods read only the server's test set. Empty: every
+    pod reads the whole data set (one data volume, a simulation)."""
+    site_secret_env: dict[str, str] = {
+        "s3-access-key": "AWS_ACCESS_KEY_ID",
+        "s3-secret-key": "AWS_SECRET_ACCESS_KEY",
+    }
+    """Secret key → environment variable in a site's pods: S3 keys only (they log nothing
+    to MLflow)."""
+
+
+def check_sites(cfg) -> None:
+    """Raise ValueError, naming the field, for settings that would read a site's data outside
+    that site's pods."""
+    sites = cfg.kubeflow.sites
+    if not sites:
+        return
+    data = cfg.data
+    if data.partition.kind != "natural":
+        raise ValueError(
+            "kubeflow.sites keeps data at sites: data.partition must be natural (one client "
+            f"per site), not {data.partition.kind}"
+        )
+    if data.num_clients != len(sites):
+        raise ValueError(
+            f"kubeflow.sites names {len(sites)} sites: data.num_clients must be {len(sites)}, "
+            f"not {data.num_clients}"
+        )
+    name = data.dataset
+    files = [n for n in DATASETS.names() if isinstance(DATASETS.get(n), FileSource)]
+    if name not in files:
+        raise ValueError(
+            f"kubeflow.sites reads each site's own files: data.dataset must be one of "
+            f"{', '.join(files)}, not {name}"
+        )
+    if data.train_subset is not None:
+        raise ValueError(
+            "data.train_subset counts rows of the sites' union, which no pod holds: unset it "
+            "with kubeflow.sites"
+        )
+    volumes = {name: bool(site.data_pvc or cfg.kubeflow.data_pvc) for name, site in sites.items()}
+    if len(set(volumes.values())) > 1:
+        without = ", ".join(sorted(n for n, has in volumes.items() if not has))
+        raise ValueError(
+            f"kubeflow.sites: {without} has no data_pvc while other sites do: give every site "
+            "a volume (its own data_pvc, or kubeflow.data_pvc) or none (S3 paths)"
+        )
+    method = METHODS.get(cfg.pruning.method)
+    if method.needs(cfg.pruning).central_data or method.personal:
+        raise ValueError(
+            f"pruning method '{cfg.pruning.method}' reads clients' data or state outside "
+            "their sites (an initial prune on the server, every client's masks): it cannot "
+            "run with kubeflow.sites"
+        )
+
+
+def site_items(cfg) -> list[dict]:
+    """The sites as the pipeline's ParallelFor items, in client order: each site's name,
+    node selector, tolerations (Kubernetes JSON), Secret and volume, defaults filled in."""
+    kf = cfg.kubeflow
+    return [
+        {
+            "site": name,
+            "node_selector": site.node_selector,
+            "tolerations": [t.model_dump(exclude_none=True) for t in site.tolerations],
+            "secret": site.credentials_secret or kf.credentials_secret,
+            "volume": site.data_pvc or kf.data_pvc or "",
+        }
+        for name, site in sorted(kf.sites.items())
+    ]
 
 
 def dag_shape(cfg) -> dict[str, object]:

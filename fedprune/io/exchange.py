@@ -1,6 +1,6 @@
 """Files that carry one step's output to the next step's pod (Kubeflow artifacts).
 
-Formats are plain and safe to load: JSON for indices and metadata, safetensors and the
+Formats are plain and safe to load: JSON for indices, metadata and the sites' statistics, safetensors and the
 payload bytes of `fedprune.compression` for models. Nothing is pickled.
 """
 
@@ -12,8 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
+from fedprune.config import ExperimentConfig
 from fedprune.io.store import model_bytes, model_from_bytes
 from fedprune.records import ClientUpdate, Downloads, GlobalModel, RoundPlan
+from fedprune.steps.runtime import Runtime
+from fedprune.steps.sites import Federation
 from fedprune.tasks.partitioners import Partition
 
 
@@ -21,8 +24,23 @@ def write_partition(path: str | Path, shards: Partition) -> None:
     Path(path).write_text(json.dumps([s.tolist() for s in shards]))
 
 
-def read_partition(path: str | Path) -> Partition:
-    return [np.asarray(s, dtype=np.int64) for s in json.loads(Path(path).read_text())]
+def write_federation(path: str | Path, federation: Federation) -> None:
+    Path(path).write_text(federation.to_json())
+
+
+def pod_runtime(
+    cfg: ExperimentConfig, split: str | Path, *, site: str | None = None, with_data: bool = True
+) -> Runtime:
+    """A pod's runtime from the run's split artifact: the clients' rows (one data volume for
+    every pod) or, with data kept at sites, the federation (a pod at `site` reads that
+    site's folder; the server's pods only the server's test set)."""
+    text = Path(split).read_text()
+    held = json.loads(text)
+    if isinstance(held, dict):
+        federation = Federation.from_json(text)
+        return Runtime.build(cfg, federation=federation, site=site, with_data=with_data)
+    shards = [np.asarray(s, dtype=np.int64) for s in held]
+    return Runtime.build(cfg, shards=shards if with_data else None, with_data=with_data)
 
 
 def write_model(path: str | Path, model: GlobalModel) -> None:

@@ -39,6 +39,14 @@ class Standardization:
     def to_json(self) -> bytes:
         return json.dumps({"mean": self.mean.tolist(), "std": self.std.tolist()}).encode()
 
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> Standardization:
+        held = json.loads(raw)
+        return cls(
+            torch.tensor(held["mean"], dtype=torch.float64),
+            torch.tensor(held["std"], dtype=torch.float64),
+        )
+
 
 class Standardized(nn.Module):
     """A served model that takes raw features: standardises them as training did, then runs
@@ -56,7 +64,7 @@ class Standardized(nn.Module):
 
 
 def client_moments(x: torch.Tensor) -> Moments:
-    flat = x.reshape(len(x), -1).double()
+    flat = x.reshape(len(x), -1).double().contiguous()  # one summation order for any layout
     return Moments(len(x), flat.sum(0), flat.square().sum(0))
 
 
@@ -73,11 +81,16 @@ def standardize(data: FederatedData, shards: Partition) -> tuple[FederatedData, 
     """`data` with every split standardised by the statistics its clients (`shards`) sent."""
     moments = [client_moments(data.x_train[torch.from_numpy(np.asarray(rows))]) for rows in shards]
     stats = combine(moments)
-    shape = data.x_train.shape[1:]
+    return standardized(data, stats), stats
+
+
+def standardized(data: FederatedData, stats: Standardization) -> FederatedData:
+    """`data` with every split standardised by `stats` (a site's pod: the server combined
+    them from every site's moments)."""
 
     def scale(x: torch.Tensor) -> torch.Tensor:
-        return stats.apply(x.reshape(len(x), -1)).reshape(-1, *shape)
+        return stats.apply(x.flatten(1)).reshape(x.shape)  # (flatten: a split may be empty)
 
     sites = {site: (scale(x), y) for site, (x, y) in data.site_tests.items()}
     scaled = {"x_train": scale(data.x_train), "x_test": scale(data.x_test), "site_tests": sites}
-    return dataclasses.replace(data, standardize=False, **scaled), stats
+    return dataclasses.replace(data, standardize=False, **scaled)

@@ -4,6 +4,7 @@ the pruning method. Steps take it as their first argument instead of eight loose
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,8 +15,9 @@ from fedprune.config import ExperimentConfig
 from fedprune.pruning.masks import Mask, Weights, full_mask, prunable_names
 from fedprune.pruning.methods import METHODS, Method, MethodContext
 from fedprune.records import GlobalModel, seed_for
-from fedprune.steps.features import Standardization, standardize
+from fedprune.steps.features import Standardization, standardize, standardized
 from fedprune.steps.remote_data import localize
+from fedprune.steps.sites import Federation, load_view, view_of
 from fedprune.tasks.datasets import DataError, DataShape, FederatedData, data_shape
 from fedprune.tasks.datasets import load_data as load_dataset
 from fedprune.tasks.models import ModelError, build_model
@@ -46,12 +48,17 @@ class Runtime:
         data: FederatedData | None = None,
         shards: Partition | None = None,
         with_data: bool = True,
+        federation: Federation | None = None,
+        site: str | None = None,
     ) -> Runtime:
         """Load the data (unless given, or `with_data` is False), split it (unless `shards`
         is given) and standardise it if it asks (federated statistics), build the seeded
         model and the method (structured pruning traces the model's channel dependencies
         here, once). Labels and the model's outputs are checked against the task here, before
-        any round."""
+        any round. With a `federation` (data kept at sites, `kubeflow.sites`) a pod reads
+        only what its place holds: `site`'s folder, or (no site) the server's test set."""
+        if federation is not None:
+            return cls._placed(cfg, federation, site, with_data)
         if with_data and data is None:
             data = load_data(cfg)
         if data is not None and shards is None:
@@ -63,7 +70,34 @@ class Runtime:
         if data is not None:
             shape = data.shape
         else:
-            shape = data_shape(localize(cfg.data, cfg.s3), cfg.task.kind)
+            shape = data_shape(localize(cfg.data, cfg.s3)[0], cfg.task.kind)
+        return cls._assemble(cfg, shape, data, shards, standardization)
+
+    @classmethod
+    def _placed(
+        cls, cfg: ExperimentConfig, federation: Federation, site: str | None, with_data: bool
+    ) -> Runtime:
+        """A pod's runtime at one place: its own rows (one site's, as the client of that
+        site; none for the server), the federation's shape and statistics."""
+        data, shards, stats = None, None, federation.standardization
+        if with_data:
+            data = dataclasses.replace(load_view(cfg, view_of(cfg, site)), shape=federation.shape)
+            if stats is not None:
+                data = standardized(data, stats)
+            if site is not None:
+                rows = np.arange(len(data.x_train))
+                shards = [rows if s == site else rows[:0] for s in federation.sites]
+        return cls._assemble(cfg, federation.shape, data, shards, stats)
+
+    @classmethod
+    def _assemble(
+        cls,
+        cfg: ExperimentConfig,
+        shape: DataShape,
+        data: FederatedData | None,
+        shards: Partition | None,
+        standardization: Standardization | None,
+    ) -> Runtime:
         model = build_model(cfg.model, shape.input_shape, shape.num_classes, seed=cfg.seed)
         task = build_task(cfg.task)
         check_outputs(model, shape, cfg)
@@ -88,7 +122,7 @@ class Runtime:
 def load_data(cfg: ExperimentConfig) -> FederatedData:
     """The experiment's data set, subsets applied, as every engine and pod loads it (from a
     local copy when it is in S3)."""
-    return load_dataset(localize(cfg.data, cfg.s3), cfg.task.kind)
+    return load_dataset(localize(cfg.data, cfg.s3)[0], cfg.task.kind)
 
 
 def partition_data(data: FederatedData, cfg: ExperimentConfig) -> Partition:

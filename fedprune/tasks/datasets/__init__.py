@@ -11,13 +11,18 @@ from fedprune.tasks.datasets.base import (
     ImportedData,
     data_dir,
 )
+from fedprune.tasks.datasets.files import EVERYTHING, FileSource, View
 from fedprune.tasks.datasets.idx import fetch, fetchable, load_dataset, read_idx
 
 
-def load_data(params: DataParams, task: str) -> FederatedData:
+def load_data(params: DataParams, task: str, view: View = EVERYTHING) -> FederatedData:
     """The data set the `data` section `params` configures for a task of kind `task`, as
-    every engine and pod loads it."""
+    every engine and pod loads it; `view`: only what one place holds (file data sets)."""
     name: str = params.dataset  # type: ignore[attr-defined]
+    if not view.everything:
+        source = DATASETS.get(name)
+        assert isinstance(source, FileSource), "the config admits only file data sets at sites"
+        return source.load(params, task, view)
     if not is_import_path(name):
         return DATASETS.get(name).load(params, task)
     assert isinstance(params, ImportedData)
@@ -39,7 +44,9 @@ __all__ = [
     "DataParams",
     "DataShape",
     "FederatedData",
+    "FileSource",
     "ImportedData",
+    "View",
     "data_dir",
     "data_shape",
     "fetch",

@@ -62,7 +62,7 @@ class TabularSource(FileSource):
                     f"data.path: column '{column}' of {file} is not numeric (e.g. "
                     f"{frame[column].iloc[0]!r}): encode it as numbers or drop it"
                 )
-        x = np.array(frame[list(features)].to_numpy(np.float32))  # a writable copy
+        x = np.array(frame[list(features)].to_numpy(np.float32), order="C")  # writable, row-major
         y = torch.from_numpy(self._labels(frame[params.label], file, params, task))
         return Table(x, y, features)
 
