@@ -1,5 +1,7 @@
 """The pipeline compiled by the real kfp compiler, read back and inspected."""
 
+import json
+
 import yaml
 from kfp import components
 
@@ -181,3 +183,63 @@ def test_a_run_time_config_that_reshapes_the_dag_fails_in_its_first_task(tmp_pat
     assert "rounds (3 compiled, 5 given)" in message and "clients per round" in message
     assert "kubeflow.image" not in message  # unchanged settings are not named
     assert json.loads(shape)["rounds"] == 3
+
+
+def test_sites_pods_run_on_their_nodes_with_their_own_secret_and_volume(tmp_path):
+    """With `kubeflow.sites` the surveys and client pods fan out over the sites, each taking
+    its node selector, tolerations, Secret and volume from its ParallelFor item; the server's
+    pods keep the server's Secret and volume, and none of them asks for a site's."""
+    raw = {
+        "rounds": 2,
+        "data": {"dataset": "csv", "path": "/data/h", "label": "y", "num_clients": 2,
+                 "partition": {"kind": "natural"}},
+        "kubeflow": {
+            "data_pvc": "server-data",
+            "sites": {
+                "a": {"node_selector": {"site": "a"}, "tolerations": [{"key": "site-a"}],
+                      "data_pvc": "a-data", "credentials_secret": "a-keys"},
+                "b": {"node_selector": {"site": "b"}, "data_pvc": "b-data",
+                      "credentials_secret": "b-keys"},
+            },
+        },
+    }  # fmt: skip
+    path = compile_pipeline(parse_config(raw), tmp_path / "sites.yaml")
+    spec, platform = yaml.safe_load_all(path.read_text())
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    loops = [t for n, t in spec["root"]["dag"]["tasks"].items() if n.startswith("for-loop")]
+    (items,) = [json.loads(t["parameterIterator"]["items"]["raw"]) for t in loops]
+    assert [(i["site"], i["secret"], i["volume"], i["node_selector"]) for i in items] == [
+        ("a", "a-keys", "a-data", {"site": "a"}),
+        ("b", "b-keys", "b-data", {"site": "b"}),
+    ]
+    assert items[0]["tolerations"] == [
+        {"key": "site-a", "operator": "Exists", "effect": "NoSchedule"}
+    ]
+    placed = [n for n in executors if n.startswith(("exec-survey-site", "exec-train-group"))]
+    assert len(placed) == 1 + 2  # one survey, a client fan-out per round
+    for name in placed:
+        settings = executors[name]
+        item = "loop-item-param-1-subvar-"
+        assert (
+            settings["nodeSelector"]["nodeSelectorJson"]["componentInputParameter"]
+            == item + "node_selector"
+        )
+        assert (
+            settings["tolerations"][0]["tolerationJson"]["componentInputParameter"]
+            == item + "tolerations"
+        )
+        (secret,) = settings["secretAsEnv"]
+        assert secret["secretNameParameter"]["componentInputParameter"] == item + "secret"
+        assert {m["envVar"] for m in secret["keyToEnv"]} == {
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+        }
+        assert (
+            settings["pvcMount"][0]["pvcNameParameter"]["componentInputParameter"]
+            == item + "volume"
+        )
+    for name in set(executors) - set(placed):
+        settings = executors[name]
+        assert settings["secretAsEnv"][0]["secretName"] == "fedprune-credentials", name
+        assert [m["constant"] for m in settings["pvcMount"]] == ["server-data"], name
+    assert "exec-partition" not in executors and "exec-federate" in executors

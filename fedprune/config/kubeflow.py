@@ -119,7 +119,7 @@ def check_sites(cfg) -> None:
             f"not {data.num_clients}"
         )
     name = data.dataset
-    files = [n for n in DATASETS.names() if isinstance(DATASETS.get(n), FileSource)]
+    files = sorted(n for n in DATASETS.names() if isinstance(DATASETS.get(n), FileSource))
     if name not in files:
         raise ValueError(
             f"kubeflow.sites reads each site's own files: data.dataset must be one of "
@@ -138,7 +138,7 @@ def check_sites(cfg) -> None:
             "a volume (its own data_pvc, or kubeflow.data_pvc) or none (S3 paths)"
         )
     method = METHODS.get(cfg.pruning.method)
-    if method.needs(cfg.pruning).central_data or method.personal:
+    if method.needs(cfg.pruning).beyond_a_site:
         raise ValueError(
             f"pruning method '{cfg.pruning.method}' reads clients' data or state outside "
             "their sites (an initial prune on the server, every client's masks): it cannot "

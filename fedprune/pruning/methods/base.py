@@ -74,9 +74,10 @@ class Needs:
     vectorizable: bool = True
     """Clients may train together (`client.vectorize`): every client trains the global mask
     in the full-shape model."""
-    central_data: bool = False
-    """The server's process trains on one client's data (PruneFL's initial prune): the data
-    cannot stay at sites (`kubeflow.sites`)."""
+    beyond_a_site: bool = False
+    """A step reads a client's data or state outside that client's site (PruneFL's initial
+    prune on the server; personal masks kept in the run's store): the data cannot be kept
+    at sites (`kubeflow.sites`)."""
     classification: bool = False
     """Clients are scored by accuracy (on their validation rows and label mix): the task
     must be classification."""

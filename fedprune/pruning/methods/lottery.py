@@ -58,7 +58,12 @@ class Lottery(Method):
     @classmethod
     def needs(cls, params: LotteryParams) -> Needs:  # type: ignore[override]
         personal = params.personal
-        return Needs(mask_aware=personal, vectorizable=not personal, classification=personal)
+        return Needs(
+            mask_aware=personal,
+            vectorizable=not personal,
+            classification=personal,
+            beyond_a_site=personal,
+        )
 
     def client_start(
         self, weights: Weights, mask: Mask, *, round_: int, accuracy: Callable[[Weights], float]
