@@ -296,7 +296,7 @@ def test_no_secret_is_rendered_from_a_default_password_literal(which):
     values = {} if which == "default" else gpu_pg_values()
     first = rendered_passwords(render(values, name="fl", namespace="mlops")[0])
     second = rendered_passwords(render(values, name="fl", namespace="mlops")[0])
-    assert len(first) == (2 if which == "default" else 4)
+    assert len(first) == (2 if which == "default" else 4 + 2 * 2)  # + 2 sites in 2 namespaces
     literals = string_leaves(yaml.safe_load((CHART / "values.yaml").read_text()))
     literals |= string_leaves(values) | {"minioadmin", "minio123", "password", "changeme", "mlflow"}
     for where, password in first.items():
@@ -447,7 +447,9 @@ def test_bucket_hook_script_creates_the_bucket_once(default_docs, s3_server):
         "BUCKET": "fedprune",
         "AWS_ACCESS_KEY_ID": access,
         "AWS_SECRET_ACCESS_KEY": secret,
+        "SITES": env["SITES"],  # none: the MinIO admin API (site users) is not SeaweedFS's
     }
+    assert env["SITES"] == "[]"
     outputs = []
     for _ in range(2):  # post-install, then post-upgrade: idempotent
         done = subprocess.run(
@@ -460,3 +462,40 @@ def test_bucket_hook_script_creates_the_bucket_once(default_docs, s3_server):
         assert done.returncode == 0, done.stdout + done.stderr
         outputs.append(done.stdout.strip().splitlines()[-1])
     assert outputs == ["bucket fedprune created", "bucket fedprune exists"]
+
+
+def test_each_site_gets_a_minio_user_that_reads_only_its_prefix(gpu_pg_docs):
+    """One Secret per site and pipeline namespace (the user the hook creates), the same key in
+    every namespace, and the hook's policy: list and read the site's prefix, nothing else."""
+    import ast
+
+    secrets = {}
+    for namespace in ("mlops", "team-fl"):
+        for site in ("hospital-a", "hospital-b"):
+            (doc,) = find(gpu_pg_docs, "Secret", f"fl-fedprune-site-{site}", namespace)
+            data = secret_data(doc)
+            assert data["s3-access-key"] == f"site-{site}" and len(data["s3-secret-key"]) == 40
+            secrets.setdefault(site, set()).add(data["s3-secret-key"])
+    assert all(len(keys) == 1 for keys in secrets.values())
+    assert secrets["hospital-a"] != secrets["hospital-b"]
+    job = container(find(gpu_pg_docs, "Job", "fl-fedprune-bucket")[0])
+    env = {e["name"]: e for e in job["env"]}
+    assert json.loads(env["SITES"]["value"]) == [
+        {"name": "hospital-a", "prefix": "hospitals/clients/hospital-a"},
+        {"name": "hospital-b", "prefix": "hospitals/clients/hospital-b"},
+    ]
+    assert env["SITE_1_SECRET_KEY"]["valueFrom"]["secretKeyRef"] == {
+        "name": "fl-fedprune-site-hospital-b",
+        "key": "s3-secret-key",
+    }
+    script = ast.parse(job["args"][0])
+    (policy_def,) = [n for n in script.body if getattr(n, "name", "") == "site_policy"]
+    scope = {"bucket": "fedprune"}
+    exec(compile(ast.Module([policy_def], []), "hook", "exec"), scope)
+    statements = scope["site_policy"]("hospitals/clients/hospital-a")["Statement"]
+    assert [(s["Action"], s["Resource"]) for s in statements] == [
+        (["s3:GetObject"], ["arn:aws:s3:::fedprune/hospitals/clients/hospital-a/*"]),
+        (["s3:ListBucket"], ["arn:aws:s3:::fedprune"]),
+    ]
+    prefixes = statements[1]["Condition"]["StringLike"]["s3:prefix"]
+    assert prefixes == ["hospitals/clients/hospital-a", "hospitals/clients/hospital-a/*"]

@@ -120,3 +120,26 @@ which image and Secret the components use, and the GPU pool of the aggregation p
   emptyDir:
     sizeLimit: 1Gi
 {{- end -}}
+
+{{/*
+A site's MinIO user (sites as places): its Secret's name and its generated key, memoised in
+.Values.sites like the passwords above (the live Secret's key is kept on upgrade).
+*/}}
+{{- define "fedprune.site.secretName" -}}
+{{- $root := index . 0 -}}{{- $site := index . 1 -}}
+{{- printf "%s-site-%s" (include "fedprune.fullname" $root | trunc 30 | trimSuffix "-") $site | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "fedprune.site.secretKey" -}}
+{{- $root := index . 0 -}}{{- $site := index . 1 -}}
+{{- $values := index $root.Values.sites $site -}}
+{{- if not $values.secretKey -}}
+{{- $live := lookup "v1" "Secret" $root.Release.Namespace (include "fedprune.site.secretName" (list $root $site)) -}}
+{{- if and $live $live.data (hasKey $live.data "s3-secret-key") -}}
+{{- $_ := set $values "secretKey" (index $live.data "s3-secret-key" | b64dec) -}}
+{{- else -}}
+{{- $_ := set $values "secretKey" (randAlphaNum 40) -}}
+{{- end -}}
+{{- end -}}
+{{- $values.secretKey -}}
+{{- end -}}
