@@ -174,18 +174,18 @@ def test_components_read_and_write_personal_masks_as_the_engine_does(
     metrics = SimpleNamespace(log_metric=logged.__setitem__)
     for round_ in range(1, ROUNDS + 1):
         message = _artifact(tmp_path / f"message-{round_}")
-        broadcast(config_json, run_id, current, round_, message)
+        broadcast(config_json, run_id, current, shards, round_, message)
         groups = [_artifact(tmp_path / f"updates-{round_}-{g}") for g in range(2)]
         for group, updates in enumerate(groups):
-            train_group(config_json, run_id, message, shards, group, updates)
+            train_group(config_json, run_id, message, shards, group, "", updates)
         current = _artifact(tmp_path / f"model-{round_}")
-        aggregate(config_json, message, groups, current)
-        evaluate(config_json, run_id, message, groups, current, metrics)
+        aggregate(config_json, message, groups, shards, current)
+        evaluate(config_json, run_id, message, groups, current, shards, metrics)
         ours = local.history[round_ - 1]
         assert logged["personal_accuracy"] == ours.personal_accuracy
         assert logged["personal_sparsity"] == ours.personal_sparsity
         assert not math.isnan(logged["personal_accuracy"])
-    finalise(config_json, run_id, current, _artifact(tmp_path / "final"))
+    finalise(config_json, run_id, current, shards, _artifact(tmp_path / "final"))
     pods, engine_run = _store(cfg, run_id), _store(cfg, local.run_id)
     for round_ in range(1, ROUNDS + 1):
         assert _uploads(pods, round_) == _uploads(engine_run, round_)
