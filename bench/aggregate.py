@@ -27,6 +27,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bench/speed.py
 
 import torch  # noqa: E402
 
+from fedprune.records import GlobalModel  # noqa: E402
 from fedprune.strategies import STRATEGIES, DecodedUpdate  # noqa: E402
 
 # An 11M-parameter model as a few large tensors (about ResNet-18's size), plus a bias.
@@ -122,6 +123,7 @@ def main() -> None:
     for k in [int(c) for c in args.clients.split(",")]:
         for label, sparsity in (("dense", 0.0), ("90% sparse", 0.9)):
             updates, width = packed_updates(k, sparsity, device, seed=k)
+            start = GlobalModel(updates[0].weights, updates[0].mask)
             layouts = [("packed", updates)]
             if k <= args.loose_up_to:
                 layouts.append(("loose", loose(updates)))
@@ -129,7 +131,9 @@ def main() -> None:
                 for rule in ("fedavg", "mask_aware"):
                     aggregator = STRATEGIES.get(rule)(STRATEGIES[rule].params())
                     read = k * width * (4 + (1 if rule == "mask_aware" else 0))
-                    seconds = timed(lambda a=aggregator, b=batch: a.aggregate(b), device, repeats)
+                    seconds = timed(
+                        lambda a=aggregator, b=batch, s=start: a.aggregate(b, s), device, repeats
+                    )
                     rate = read / seconds
                     rows.append((k, label, rule, layout, seconds, rate))
                     print(

@@ -16,6 +16,9 @@ from fedprune.pruning.masks import Mask, Weights
 class GlobalModel:
     weights: Weights
     mask: Mask
+    state: Weights = field(default_factory=dict)
+    """The server strategy's state after the round that made this model (optimiser moments),
+    published with it and restored on resume; empty for stateless strategies."""
 
 
 @dataclass(frozen=True)

@@ -134,6 +134,7 @@ def build_pipeline(cfg: ExperimentConfig) -> BaseComponent:
             config_json=config_json,
             message=sent.outputs["message"],
             updates=dsl.Collected(trained.outputs["updates"]),
+            global_model=global_model,
             shards=shards,
         )
         _pod(combined, cfg, resources=kf.aggregator.resources, timeout_s=kf.aggregator.timeout_s)

@@ -88,11 +88,11 @@ def test_failed_round_keeps_last_good_model(make_config, mnist_small, monkeypatc
     real_aggregate = steps.aggregate
     calls = []
 
-    def failing_aggregate(updates, cfg):
+    def failing_aggregate(updates, cfg, previous):
         calls.append(1)
         if len(calls) == 2:
             raise RuntimeError("aggregation node lost")
-        return real_aggregate(updates, cfg)
+        return real_aggregate(updates, cfg, previous)
 
     monkeypatch.setattr(steps, "aggregate", failing_aggregate)
     with pytest.raises(RuntimeError, match="node lost"):
@@ -109,6 +109,37 @@ def test_failed_round_keeps_last_good_model(make_config, mnist_small, monkeypatc
     client = MlflowClient(cfg.tracking)
     runs = client.search_runs([client.get_experiment_by_name("test").experiment_id])
     assert [r.info.status for r in runs] == ["FAILED"]
+
+
+def test_resume_restores_the_strategy_state_exactly(make_config, mnist_small, monkeypatch):
+    """FedAdam's moments are published with each round: a run that fails in round 3 and is
+    resumed ends with the bytes of a run never interrupted."""
+    cfg = make_config(
+        aggregation={"method": "fedadam"},
+        pruning={"schedule": {"kind": "oneshot", "target": 0.5}},
+    )
+    whole = engine.run_experiment(cfg, data=mnist_small)
+    real_aggregate = steps.aggregate
+
+    calls = []
+
+    def failing_in_round_3(updates, cfg, previous):
+        calls.append(previous)
+        if len(calls) == 3:
+            raise RuntimeError("aggregation node lost")
+        return real_aggregate(updates, cfg, previous)
+
+    monkeypatch.setattr(steps, "aggregate", failing_in_round_3)
+    with pytest.raises(RuntimeError, match="node lost"):
+        engine.run_experiment(cfg, data=mnist_small)
+    monkeypatch.setattr(steps, "aggregate", real_aggregate)
+    broken = next(p.name for p in (Path(cfg.store) / "test").iterdir() if p.name != whole.run_id)
+    assert calls[2].state  # round 3 started from round 2's moments
+    resumed = engine.run_experiment(cfg, data=mnist_small, resume=broken)
+    store = Path(cfg.store) / "test"
+    for name in ("rounds/0003/model.safetensors", "model.safetensors"):
+        assert (store / broken / name).read_bytes() == (store / whole.run_id / name).read_bytes()
+    assert [m.test for m in resumed.history] == [m.test for m in whole.history]
 
 
 def test_cli_run_prints_table_and_summary(make_config, tmp_path, capsys):

@@ -178,8 +178,8 @@ def test_components_read_and_write_personal_masks_as_the_engine_does(
         groups = [_artifact(tmp_path / f"updates-{round_}-{g}") for g in range(2)]
         for group, updates in enumerate(groups):
             train_group(config_json, run_id, message, shards, group, "", updates)
-        current = _artifact(tmp_path / f"model-{round_}")
-        aggregate(config_json, message, groups, shards, current)
+        previous, current = current, _artifact(tmp_path / f"model-{round_}")
+        aggregate(config_json, message, groups, previous, shards, current)
         evaluate(config_json, run_id, message, groups, current, shards, metrics)
         ours = local.history[round_ - 1]
         assert logged["personal_accuracy"] == ours.personal_accuracy

@@ -9,6 +9,7 @@ from mlflow.tracking import MlflowClient
 from fedprune import steps
 from fedprune.engine import local as engine
 from fedprune.io.exchange import read_model
+from fedprune.io.store import model_and_state
 from fedprune.pruning.masks import measure_sparsity
 from pipelines.federated_pruning import run_locally
 
@@ -28,6 +29,9 @@ def test_kfp_local_matches_local_engine(make_config, mnist_small, tmp_path):
         },
         callbacks=["tests.callbacks:kept_weights_and_uploads"],  # run in the evaluate pods too
         compression={"encoding": "sparse"},
+        # A stateful strategy: its moments travel from one aggregate pod to the next inside
+        # the global model artifact and are published with every round.
+        aggregation={"method": "fedadam"},
         kubeflow={"clients_per_pod": 2, "aggregator": {"device": "cpu"}},
     )
     started = time.perf_counter()
@@ -55,6 +59,10 @@ def test_kfp_local_matches_local_engine(make_config, mnist_small, tmp_path):
     ]
     for name in [*published, "model.safetensors"]:
         assert (kfp_run / name).read_bytes() == (folders[local.run_id] / name).read_bytes(), name
+    # the rounds carry fedadam's moments, the final model does not
+    _, _, moments = model_and_state((kfp_run / "rounds/0003/model.safetensors").read_bytes())
+    assert moments and {k.split(".")[0] for k in moments} == {"m", "v"}
+    assert model_and_state((kfp_run / "model.safetensors").read_bytes())[2] == {}
     assert [m.values_only_downloads for m in local.history] == [0, 4, 0]
     assert [m.importance_bytes_up > 0 for m in local.history] == [False, True, False]
     assert (kfp_run / "manifest.json").exists()  # finalise published the run's final outputs
@@ -103,6 +111,7 @@ def test_sites_as_places_read_only_their_own_folders_and_match_the_local_engine(
         rounds=2,
         model={"name": "hospital_models:tabular_mlp", "kwargs": {"hidden": 16}},
         pruning={"schedule": {"kind": "oneshot", "target": 0.5, "at_round": 1}},
+        aggregation={"method": "median"},  # a robust rule, in the aggregate pod as in-process
     )
     whole = {"dataset": "csv", "path": str(data), "label": "diagnosis", "num_clients": 3,
              "partition": {"kind": "natural"}, "train_subset": None}  # fmt: skip

@@ -149,6 +149,7 @@ class ExperimentConfig(Params):
                 "the global mask in the full-shape model)"
             )
         method.check(self.pruning, self.data.num_clients)
+        strategy.check(self.aggregation, self.clients_per_round())
         if needs.classification and self.task.kind != "classification":
             raise ValueError(
                 f"pruning method '{self.pruning.method}' with these settings scores clients "

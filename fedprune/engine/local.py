@@ -163,7 +163,7 @@ def run_experiment(
             for batch in train_round(rt, pool, plan, state=state):
                 updates += batch
                 progress.client_done(len(batch))
-            combined = steps.aggregate(updates, cfg)
+            combined = steps.aggregate(updates, cfg, global_model)
             candidate = steps.server_prune(
                 combined, updates, rt.method, round_=round_, broadcast=plan.payload
             )

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from fedprune.config import ExperimentConfig
-from fedprune.io.store import model_bytes, model_from_bytes
+from fedprune.io.store import model_and_state, model_bytes
 from fedprune.records import ClientUpdate, Downloads, GlobalModel, RoundPlan
 from fedprune.steps.runtime import Runtime
 from fedprune.steps.sites import Federation
@@ -44,12 +44,11 @@ def pod_runtime(
 
 
 def write_model(path: str | Path, model: GlobalModel) -> None:
-    Path(path).write_bytes(model_bytes(model.weights, model.mask))
+    Path(path).write_bytes(model_bytes(model.weights, model.mask, model.state))
 
 
 def read_model(path: str | Path) -> GlobalModel:
-    weights, mask = model_from_bytes(Path(path).read_bytes())
-    return GlobalModel(weights=weights, mask=mask)
+    return GlobalModel(*model_and_state(Path(path).read_bytes()))
 
 
 def write_broadcast(folder: str | Path, broadcast: RoundPlan) -> None:

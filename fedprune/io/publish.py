@@ -14,8 +14,8 @@ from fedprune.io.store import (
     MANIFEST,
     Backend,
     RunStore,
+    model_and_state,
     model_bytes,
-    model_from_bytes,
 )
 from fedprune.records import ClientUpdate, GlobalModel, RoundMetrics
 
@@ -43,7 +43,9 @@ def round_objects(
         for u in updates
     ]
     return {
-        "model.safetensors": model_bytes(global_model.weights, global_model.mask),
+        "model.safetensors": model_bytes(
+            global_model.weights, global_model.mask, global_model.state
+        ),
         "updates.json": json.dumps(summaries, indent=2).encode(),
         "metrics.json": metrics_bytes(history),
     }
@@ -52,9 +54,9 @@ def round_objects(
 def round_state(store: RunStore, round_: int) -> tuple[GlobalModel, list[RoundMetrics]]:
     """The global model after round `round_` and the metrics of rounds 1…`round_`."""
     objects = store.load_round(round_, ["model.safetensors", "metrics.json"])
-    weights, mask = model_from_bytes(objects["model.safetensors"])
+    model = GlobalModel(*model_and_state(objects["model.safetensors"]))
     history = [RoundMetrics(**m) for m in json.loads(objects["metrics.json"])]
-    return GlobalModel(weights, mask), history
+    return model, history
 
 
 def history_until(store: RunStore, round_: int) -> list[RoundMetrics]:
@@ -84,4 +86,5 @@ def latest_global(backend: Backend, experiment: str) -> tuple[GlobalModel, str] 
         return None
     _, run, round_ = newest
     model, _ = round_state(RunStore(backend, experiment, run), round_)
-    return model, f"{experiment}/{run}/rounds/{round_:04d}"
+    # the model, not the strategy's state: the new run may aggregate with another rule
+    return GlobalModel(model.weights, model.mask), f"{experiment}/{run}/rounds/{round_:04d}"

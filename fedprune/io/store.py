@@ -33,21 +33,38 @@ from fedprune.errors import UserError
 from fedprune.pruning.masks import Mask, Weights
 
 MASK_PREFIX = "mask::"
+STATE_PREFIX = "strategy::"
+"""Tensors of the server strategy's state, beside a round's model (never in the final one)."""
 MANIFEST = "manifest.json"
 
 
-def model_bytes(weights: Weights, mask: Mask) -> bytes:
-    """Safetensors (never pickle), the mask beside the weights as bool tensors."""
+def model_bytes(weights: Weights, mask: Mask, state: Weights | None = None) -> bytes:
+    """Safetensors (never pickle), the mask beside the weights as bool tensors, and a round's
+    strategy state beside them."""
     tensors = {name: t.contiguous() for name, t in weights.items()}
     tensors.update({MASK_PREFIX + name: keep.contiguous() for name, keep in mask.items()})
+    tensors.update({STATE_PREFIX + name: t.contiguous() for name, t in (state or {}).items()})
     return st_save(tensors)
 
 
 def model_from_bytes(data: bytes) -> tuple[Weights, Mask]:
-    tensors = st_load(data)
-    weights = {k: v for k, v in tensors.items() if not k.startswith(MASK_PREFIX)}
-    mask = {k.removeprefix(MASK_PREFIX): v for k, v in tensors.items() if k.startswith(MASK_PREFIX)}
+    weights, mask, _ = model_and_state(data)
     return weights, mask
+
+
+def model_and_state(data: bytes) -> tuple[Weights, Mask, Weights]:
+    """Weights, mask and strategy state of `model_bytes`' output."""
+    weights: Weights = {}
+    mask: Mask = {}
+    state: Weights = {}
+    for name, tensor in st_load(data).items():
+        if name.startswith(MASK_PREFIX):
+            mask[name.removeprefix(MASK_PREFIX)] = tensor
+        elif name.startswith(STATE_PREFIX):
+            state[name.removeprefix(STATE_PREFIX)] = tensor
+        else:
+            weights[name] = tensor
+    return weights, mask, state
 
 
 class StoreError(UserError):

@@ -14,26 +14,30 @@ from fedprune.strategies import STRATEGIES, DecodedUpdate
 
 
 def aggregate(
-    updates: list[ClientUpdate], cfg: ExperimentConfig, device: str = "cpu"
+    updates: list[ClientUpdate],
+    cfg: ExperimentConfig,
+    previous: GlobalModel,
+    device: str = "cpu",
 ) -> GlobalModel:
     """Combine the client models, in client order (so every engine sums in the same order),
-    on `device` (a GPU when the aggregation pod has one); the result comes back on the CPU."""
+    on `device` (a GPU when the aggregation pod has one), given `previous`, the global model
+    the clients started from, with the strategy's state; the result comes back on the CPU."""
     decoded = []
     for update in sorted(updates, key=lambda u: u.client):
         weights, mask = decode(update.payload)
-        decoded.append(
-            DecodedUpdate(
-                {name: t.to(device) for name, t in weights.items()},
-                {name: m.to(device) for name, m in mask.items()},
-                update.num_samples,
-            )
-        )
-    strategy = STRATEGIES.get(cfg.aggregation.method)(cfg.aggregation)
-    weights, mask = strategy.aggregate(decoded)
-    return GlobalModel(
-        weights={name: t.cpu() for name, t in weights.items()},
-        mask={name: m.cpu() for name, m in mask.items()},
+        decoded.append(DecodedUpdate(on(weights, device), on(mask, device), update.num_samples))
+    start = GlobalModel(
+        on(previous.weights, device), on(previous.mask, device), on(previous.state, device)
     )
+    strategy = STRATEGIES.get(cfg.aggregation.method)(cfg.aggregation)
+    combined = strategy.aggregate(decoded, start)
+    return GlobalModel(
+        on(combined.weights, "cpu"), on(combined.mask, "cpu"), on(combined.state, "cpu")
+    )
+
+
+def on(tensors: Weights, device: str) -> Weights:
+    return {name: t.to(device) for name, t in tensors.items()}
 
 
 def mean_importance(updates: list[ClientUpdate]) -> Weights | None:
@@ -66,4 +70,4 @@ def server_prune(
     weights, mask = method.server(
         global_model.weights, global_model.mask, round_=round_, inputs=inputs
     )
-    return GlobalModel(weights=weights, mask=mask)
+    return GlobalModel(weights=weights, mask=mask, state=global_model.state)

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from fedprune.pruning.masks import Mask, Weights
+from fedprune.records import GlobalModel
 from fedprune.strategies.base import STRATEGIES, Strategy
 from fedprune.strategies.buffers import DecodedUpdate, sample_weights, weighted_average
 
 
 @STRATEGIES.register("fedavg")
 class FedAvg(Strategy):
-    def aggregate(self, updates: Sequence[DecodedUpdate]) -> tuple[Weights, Mask]:
+    def aggregate(self, updates: Sequence[DecodedUpdate], previous: GlobalModel) -> GlobalModel:
         weights = weighted_average(updates, list(updates[0].weights), sample_weights(updates))
-        return weights, {name: weights[name] != 0 for name in updates[0].mask}
+        return GlobalModel(weights, {name: weights[name] != 0 for name in updates[0].mask})
