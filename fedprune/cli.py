@@ -32,7 +32,7 @@ console = Console()
 def round_table(main: str) -> Table:
     table = Table(title="rounds", show_edge=False)
     metric = "acc %" if main == "accuracy" else main
-    for column in ("round", metric, "loss", "sparsity %", "MB up", "MB down", "s"):
+    for column in ("round", metric, "loss", "sparsity %", "MB up", "MB down", "rejected", "s"):
         table.add_column(column, justify="right")
     return table
 
@@ -69,6 +69,7 @@ class LiveProgress:
             f"{100 * m.sparsity:.1f}",
             f"{m.bytes_up / 1e6:.2f}",
             f"{m.bytes_down / 1e6:.2f}",
+            str(m.rejected_updates),
             f"{m.seconds:.1f}",
         )
         self.table.add_row(*row)

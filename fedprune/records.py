@@ -77,11 +77,17 @@ class RoundMetrics:
     MLflow `site.<site>.test_<name>`."""
     extra: dict[str, float] = field(default_factory=dict)
     """What the config's callbacks returned for this round (`callbacks`)."""
+    rejected_updates: int = 0
+    """Uploads the server's screening rejected (`fedprune.steps.screening`); the byte and
+    sample counts above are of the accepted ones."""
+    rejected: dict[str, str] = field(default_factory=dict)
+    """Client id → why its upload was rejected (its payload is kept in the round's
+    `rejected/` folder)."""
 
     def flat(self) -> dict[str, float]:
         """MLflow metrics of the round (the round itself is the step); a round that was not
         tested (`eval.every`) has no accuracy or loss."""
-        nested = ("round", "layer_sparsity", "test", "site_test", "extra")
+        nested = ("round", "layer_sparsity", "test", "site_test", "extra", "rejected")
         values = {k: v for k, v in asdict(self).items() if k not in nested}
         values.update({f"test_{k}": v for k, v in self.test.items()})
         for site, metrics in self.site_test.items():

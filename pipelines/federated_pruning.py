@@ -146,6 +146,7 @@ def build_pipeline(cfg: ExperimentConfig) -> BaseComponent:
             message=sent.outputs["message"],
             updates=dsl.Collected(trained.outputs["updates"]),  # one Collected per consumer
             model=combined.outputs["model"],
+            screening=combined.outputs["screening"],
             shards=shards,
         )
         _pod(scored, cfg, resources=kf.client_resources, timeout_s=kf.client_timeout_s)

@@ -179,8 +179,9 @@ def test_components_read_and_write_personal_masks_as_the_engine_does(
         for group, updates in enumerate(groups):
             train_group(config_json, run_id, message, shards, group, "", updates)
         previous, current = current, _artifact(tmp_path / f"model-{round_}")
-        aggregate(config_json, message, groups, previous, shards, current)
-        evaluate(config_json, run_id, message, groups, current, shards, metrics)
+        screening = _artifact(tmp_path / f"screening-{round_}")
+        aggregate(config_json, message, groups, previous, shards, current, screening)
+        evaluate(config_json, run_id, message, groups, current, screening, shards, metrics)
         ours = local.history[round_ - 1]
         assert logged["personal_accuracy"] == ours.personal_accuracy
         assert logged["personal_sparsity"] == ours.personal_sparsity

@@ -8,10 +8,12 @@ def aggregate(
     global_model: Input[Model],
     shards: Input[Dataset],
     model: Output[Model],
+    screening: Output[Artifact],
 ):
-    """Aggregate the round's updates (on the GPU when the pod has one) from `global_model`,
-    the model the clients started from with the strategy's state, then let the pruning
-    method choose the next global mask."""
+    """Screen the round's updates (the rejected ones and why go to `screening`), aggregate
+    the rest (on the GPU when the pod has one) from `global_model`, the model the clients
+    started from with the strategy's state, then let the pruning method choose the next
+    global mask."""
     import json
 
     import torch
@@ -24,15 +26,20 @@ def aggregate(
         read_model,
         read_updates,
         write_model,
+        write_rejections,
     )
 
     cfg = parse_config(json.loads(config_json))
     broadcast = read_broadcast(message.path)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     received = read_updates([u.path for u in updates])
-    combined = steps.aggregate(received, cfg, read_model(global_model.path), device)
-    rt = pod_runtime(cfg, shards.path, with_data=False)  # the method needs the model, not the data
+    previous = read_model(global_model.path)
+    rt = pod_runtime(cfg, shards.path, with_data=False)  # the model and the rows each holds
+    rejected = steps.screen(received, previous, cfg, rt.held_rows)
+    kept = steps.accepted(received, rejected)
+    combined = steps.aggregate(kept, cfg, previous, device)
     chosen = steps.server_prune(
-        combined, received, rt.method, round_=broadcast.round, broadcast=broadcast.payload
+        combined, kept, rt.method, round_=broadcast.round, broadcast=broadcast.payload
     )
     write_model(model.path, chosen)
+    write_rejections(screening.path, rejected)

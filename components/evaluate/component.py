@@ -7,6 +7,7 @@ def evaluate(
     message: Input[Artifact],
     updates: Input[list[Artifact]],
     model: Input[Model],
+    screening: Input[Artifact],
     shards: Input[Dataset],
     metrics: Output[Metrics],
 ):
@@ -18,7 +19,13 @@ def evaluate(
     from fedprune.config import parse_config
     from fedprune.engine.callbacks import load_callbacks
     from fedprune.engine.round import conclude_round
-    from fedprune.io.exchange import pod_runtime, read_broadcast, read_model, read_updates
+    from fedprune.io.exchange import (
+        pod_runtime,
+        read_broadcast,
+        read_model,
+        read_rejections,
+        read_updates,
+    )
     from fedprune.io.publish import history_until, run_store
     from fedprune.io.state import ClientState
     from fedprune.tracking.runs import tracker_for
@@ -36,8 +43,12 @@ def evaluate(
         history=history_until(store, plan.round - 1),
         store=store,
         callbacks=load_callbacks(cfg.callbacks),
+        rejected=read_rejections(screening.path),
     )
-    tracker_for(cfg).attach(run_id).log_metrics(result.flat(), step=plan.round)
+    tracker = tracker_for(cfg).attach(run_id)
+    tracker.log_metrics(result.flat(), step=plan.round)
+    if result.rejected:
+        tracker.set_tag(f"rejected.round_{plan.round:04d}", json.dumps(result.rejected)[:5000])
     for name, value in result.flat().items():
         if not name.startswith("layer_sparsity."):
             metrics.log_metric(name, value)

@@ -163,9 +163,11 @@ def run_experiment(
             for batch in train_round(rt, pool, plan, state=state):
                 updates += batch
                 progress.client_done(len(batch))
-            combined = steps.aggregate(updates, cfg, global_model)
+            rejected = steps.screen(updates, global_model, cfg, rt.held_rows)
+            kept = steps.accepted(updates, rejected)
+            combined = steps.aggregate(kept, cfg, global_model)
             candidate = steps.server_prune(
-                combined, updates, rt.method, round_=round_, broadcast=plan.payload
+                combined, kept, rt.method, round_=round_, broadcast=plan.payload
             )
             store = store or new_run_store(rt, backend, tracking)
             metrics = conclude_round(
@@ -177,7 +179,12 @@ def run_experiment(
                 history=history,
                 store=store,
                 callbacks=callbacks,
+                rejected=rejected,
             )
+            if rejected:
+                tracking.set_tag(
+                    f"rejected.round_{round_:04d}", json.dumps(metrics.rejected)[:5000]
+                )
             global_model = candidate
             history.append(metrics)
             tracking.log_metrics(metrics.flat(), step=round_)

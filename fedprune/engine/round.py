@@ -14,6 +14,7 @@ import dataclasses
 import json
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from fedprune import steps
@@ -78,14 +79,20 @@ def conclude_round(
     history: list[RoundMetrics],
     store: RunStore,
     callbacks: list[tuple[str, Callback]],
+    rejected: Sequence[steps.Rejection] = (),
 ) -> RoundMetrics:
     """Measure the round, run the callbacks, advance the clients' state and publish the
-    round (model, updates, metrics history, state); returns the round's metrics. `state`
-    and `history` are those after the previous round; `state` is advanced in place."""
+    round (model, accepted updates, metrics history, state, the rejected uploads with their
+    reasons); returns the round's metrics. `state` and `history` are those after the previous
+    round; `state` is advanced in place."""
     seconds = time.time() - plan.started  # training and aggregation; not the test pass
+    everything, updates = updates, steps.accepted(updates, rejected)
     metrics = steps.round_metrics(
         rt, plan.round, candidate, updates=updates, sent=plan.sent, seconds=seconds
     )
+    if rejected:
+        reasons = {str(r.client): r.reason for r in rejected}
+        metrics = dataclasses.replace(metrics, rejected_updates=len(rejected), rejected=reasons)
     if callbacks:
         ctx = RoundContext(plan.round, candidate, updates, metrics, rt.cfg)
         metrics = dataclasses.replace(metrics, extra=run_callbacks(callbacks, ctx))
@@ -93,9 +100,23 @@ def conclude_round(
     if rt.method.personal:
         for update in updates:
             state.put_blob(PERSONAL, update.client, update.payload)
-    objects = round_objects(candidate, updates, [*history, metrics])
+    objects = round_objects(
+        candidate, updates, [*history, metrics], quarantine(everything, rejected)
+    )
     store.publish_round(plan.round, objects | state.objects(plan.round))
     return metrics
+
+
+def quarantine(
+    updates: list[ClientUpdate], rejected: Sequence[steps.Rejection]
+) -> dict[str, bytes]:
+    """The rejected uploads as sent, and why, for the round's `rejected/` folder."""
+    if not rejected:
+        return {}
+    sent = {u.client: u.payload for u in updates}
+    reasons = [{"client": r.client, "reason": r.reason} for r in rejected]
+    objects = {f"rejected/client-{r.client:06d}.bin": sent[r.client] for r in rejected}
+    return objects | {"rejected/reasons.json": json.dumps(reasons, indent=2).encode()}
 
 
 def initial_model(rt: Runtime, backend: Backend) -> tuple[GlobalModel, str]:

@@ -36,6 +36,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+import zstandard
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
@@ -214,17 +215,68 @@ def encode_values(weights: Weights, mask: Mask, cfg: CompressionConfig, *, seed:
     return _encode(weights, mask, cfg, seed=seed, values_only=True)
 
 
+MAX_HEADER = 16 << 20
+"""A payload's JSON header is a line per tensor: far below this for any real model."""
+DTYPES = {
+    str(t)[6:]: t
+    for t in (torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int64,
+              torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool)
+}  # fmt: skip
+"""The tensor dtypes a payload may name (never complex, never an arbitrary attribute)."""
+CODINGS = ("raw", "dense", "sparse", "values")
+
+Expected = dict[str, tuple[tuple[int, ...], torch.dtype]]
+"""What a receiver expects of a payload: tensor name → (shape, dtype), the global model's."""
+
+
+class PayloadError(ValueError):
+    """A payload that is malformed or not the model the receiver expects: raised before
+    anything larger than the payload itself is allocated."""
+
+
+def expected_of(weights: Weights) -> Expected:
+    return {name: (tuple(t.shape), t.dtype) for name, t in weights.items()}
+
+
 def _header(payload: bytes) -> tuple[dict[str, dict], str | None]:
     """Layout of every tensor, and the mask id a values-only payload is based on."""
     # safetensors: 8-byte little-endian header length, then the JSON header
     header_len = int.from_bytes(payload[:8], "little")
-    metadata = json.loads(payload[8 : 8 + header_len]).get("__metadata__") or {}
-    head, *lines = metadata.get(FORMAT_KEY, "").split("\n")
-    version, *based = head.split(" ")
+    if len(payload) < 8 or header_len > min(len(payload) - 8, MAX_HEADER):
+        raise PayloadError(f"a header of {header_len} bytes in a payload of {len(payload)}")
+    try:
+        metadata = json.loads(payload[8 : 8 + header_len]).get("__metadata__") or {}
+        head, *lines = metadata.get(FORMAT_KEY, "").split("\n")
+        version, *based = head.split(" ")
+    except (ValueError, AttributeError, TypeError) as error:
+        raise PayloadError(f"unreadable header: {error}") from None
     if version != FORMAT_VERSION:
-        raise ValueError(f"not a {FORMAT_KEY}/{FORMAT_VERSION} payload")
-    layout = dict(line.split("\t", 1) for line in lines)
-    return {name: _entry(text) for name, text in layout.items()}, (based or [None])[0]
+        raise PayloadError(f"not a {FORMAT_KEY}/{FORMAT_VERSION} payload")
+    layout = {}
+    for line in lines:
+        name, _, text = line.partition("\t")
+        try:
+            layout[name] = _checked(_entry(text))
+        except (ValueError, KeyError, IndexError) as error:
+            raise PayloadError(
+                f"tensor {name!r}: malformed layout {text[:80]!r}: {error}"
+            ) from None
+    return layout, (based or [None])[0]
+
+
+def _checked(entry: dict) -> dict:
+    """An entry whose coding, dtypes, counts and scale are ones `_encode` writes."""
+    if entry["c"] not in CODINGS or entry["dtype"] not in DTYPES:
+        raise ValueError(f"coding {entry['c']!r} or dtype {entry['dtype']!r}")
+    if any(d < 0 for d in entry["shape"]) or not 0 <= entry.get("n", 0) <= math.prod(
+        entry["shape"]
+    ):
+        raise ValueError("negative dimensions or kept count")
+    if entry["c"] != "raw" and entry.get("v") not in VALUE_DTYPES:
+        raise ValueError(f"value precision {entry.get('v')!r}")
+    if "q" in entry and not (math.isfinite(entry["q"]) and entry["q"] >= 0):
+        raise ValueError(f"scale {entry['q']}")
+    return entry
 
 
 def based_on(payload: bytes) -> str | None:
@@ -232,40 +284,83 @@ def based_on(payload: bytes) -> str | None:
     return _header(payload)[1]
 
 
-def decode(payload: bytes, known_mask: Mask | None = None) -> tuple[Weights, Mask]:
+def decode(
+    payload: bytes, known_mask: Mask | None = None, expected: Expected | None = None
+) -> tuple[Weights, Mask]:
     """Weights in their original dtype, and the mask of every masked tensor.
 
-    A values-only payload needs `known_mask`, the mask it names; anything else raises."""
+    A values-only payload needs `known_mask`, the mask it names. With `expected` (a server
+    decoding what a client sent) the tensors' names, shapes and dtypes must be those, checked
+    before any tensor is built; every stored tensor's dtype and length, every mask stream's
+    length and decompressed size are checked too. Anything else raises PayloadError."""
     layout, needed = _header(payload)
     if needed is not None and (known_mask is None or mask_id(known_mask) != needed):
-        raise ValueError(f"values-only payload needs mask {needed}, which the receiver lacks")
-    tensors = st_load(payload)
+        raise PayloadError(f"values-only payload needs mask {needed}, which the receiver lacks")
+    if expected is not None:
+        _matches(layout, expected)
+    try:
+        tensors = st_load(payload)
+    except Exception as error:  # safetensors' own error type for a malformed buffer
+        raise PayloadError(f"unreadable tensors: {error}") from None
     weights: Weights = {}
     mask: Mask = {}
     for name, entry in layout.items():
-        dtype, shape, coding = getattr(torch, entry["dtype"]), entry["shape"], entry["c"]
+        dtype, shape, coding = DTYPES[entry["dtype"]], entry["shape"], entry["c"]
+        numel = math.prod(shape)
         if coding == "raw":
-            weights[name] = tensors[name]
+            weights[name] = _stored(tensors, name, dtype, numel).reshape(shape)
             continue
-        values = _dequantise(tensors[f"{name}:v"], entry.get("q"), dtype)
+        count = numel if coding == "dense" else entry.get("n", numel)
+        stored = _stored(tensors, f"{name}:v", VALUE_DTYPES[entry["v"]], count)
+        values = _dequantise(stored, entry.get("q"), dtype)
         if coding == "dense":
             weights[name] = values.reshape(shape)
             if "n" in entry:
                 mask[name] = weights[name] != 0
             continue
         if coding == "values":
-            keep = known_mask[name].detach().cpu().reshape(-1).bool()  # type: ignore[index]
+            if known_mask is None or name not in known_mask or known_mask[name].numel() != numel:
+                raise PayloadError(f"tensor {name!r}: values-only, but no mask of its shape")
+            keep = known_mask[name].detach().cpu().reshape(-1).bool()
+            if int(keep.sum()) != count:
+                raise PayloadError(f"tensor {name!r}: {count} values for {int(keep.sum())} kept")
         else:
-            stream = tensors[f"{name}:m"].numpy().tobytes()
-            numel = math.prod(shape)
-            keep = torch.from_numpy(
-                decode_mask(stream, entry["m"], params=entry, numel=numel, kept=entry["n"])
-            )
+            stream = _stored(tensors, f"{name}:m", torch.uint8, None).numpy().tobytes()
+            try:
+                keep = torch.from_numpy(
+                    decode_mask(stream, entry.get("m", ""), params=entry, numel=numel, kept=count)
+                )
+            except (ValueError, KeyError, zstandard.ZstdError) as error:
+                raise PayloadError(f"tensor {name!r}: bad mask stream: {error}") from None
         flat = torch.zeros(keep.numel(), dtype=dtype)
         flat[keep] = values
         weights[name] = flat.reshape(shape)
         mask[name] = keep.reshape(shape)
     return weights, mask
+
+
+def _matches(layout: dict[str, dict], expected: Expected) -> None:
+    missing, extra = set(expected) - set(layout), set(layout) - set(expected)
+    if missing or extra:
+        raise PayloadError(
+            f"tensors missing: {sorted(missing)[:5]}, unexpected: {sorted(extra)[:5]}"
+        )
+    for name, entry in layout.items():
+        shape, dtype = expected[name]
+        if tuple(entry["shape"]) != shape or DTYPES[entry["dtype"]] != dtype:
+            raise PayloadError(
+                f"tensor {name!r} is {entry['dtype']} {entry['shape']}, the model's is "
+                f"{str(dtype)[6:]} {list(shape)}"
+            )
+
+
+def _stored(tensors: dict, key: str, dtype: torch.dtype, count: int | None) -> torch.Tensor:
+    """The stored tensor `key`, flat, of `dtype` and (unless None) `count` entries."""
+    tensor = tensors.get(key)
+    if tensor is None or tensor.dtype != dtype or (count is not None and tensor.numel() != count):
+        got = "none" if tensor is None else f"{tensor.dtype} × {tensor.numel()}"
+        raise PayloadError(f"stored {key!r}: expected {dtype} × {count}, got {got}")
+    return tensor.reshape(-1)
 
 
 def _h(p: float) -> float:

@@ -6,6 +6,7 @@ payload bytes of `fedprune.compression` for models. Nothing is pickled.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -16,6 +17,7 @@ from fedprune.config import ExperimentConfig
 from fedprune.io.store import model_and_state, model_bytes
 from fedprune.records import ClientUpdate, Downloads, GlobalModel, RoundPlan
 from fedprune.steps.runtime import Runtime
+from fedprune.steps.screening import Rejection
 from fedprune.steps.sites import Federation
 from fedprune.tasks.partitioners import Partition
 
@@ -40,7 +42,7 @@ def pod_runtime(
         federation = Federation.from_json(text)
         return Runtime.build(cfg, federation=federation, site=site, with_data=with_data)
     shards = [np.asarray(s, dtype=np.int64) for s in held]
-    return Runtime.build(cfg, shards=shards if with_data else None, with_data=with_data)
+    return Runtime.build(cfg, shards=shards, with_data=with_data)
 
 
 def write_model(path: str | Path, model: GlobalModel) -> None:
@@ -115,3 +117,12 @@ def read_updates(folders: list[str | Path]) -> list[ClientUpdate]:
             importance = extra.read_bytes() if extra.exists() else b""
             updates.append(ClientUpdate(payload=payload, importance=importance, **meta))
     return sorted(updates, key=lambda u: u.client)
+
+
+def write_rejections(path: str | Path, rejected: list[Rejection]) -> None:
+    """The aggregate pod's screening verdicts, for the evaluate pod that publishes the round."""
+    Path(path).write_text(json.dumps([dataclasses.asdict(r) for r in rejected]))
+
+
+def read_rejections(path: str | Path) -> list[Rejection]:
+    return [Rejection(**r) for r in json.loads(Path(path).read_text())]

@@ -63,22 +63,61 @@ def mask_streams(keep: np.ndarray) -> dict[str, tuple[bytes, dict]]:
     return streams
 
 
+def _inflate(frame: bytes, size: int) -> bytes:
+    """Exactly `size` bytes out of a zstd frame, reading at most one byte more: a frame that
+    inflates further (a decompression bomb) or less is an error, never a large allocation."""
+    reader = zstandard.ZstdDecompressor(max_window_size=1 << 24).stream_reader(frame)
+    out = bytearray()
+    while len(out) <= size:
+        chunk = reader.read(size + 1 - len(out))
+        if not chunk:
+            break
+        out += chunk
+    if len(out) != size:
+        raise ValueError(f"zstd frame inflates to {'more than ' * (len(out) > size)}"
+                         f"{len(out)} bytes, not {size}")  # fmt: skip
+    return bytes(out)
+
+
+def _length(stream: bytes, size: int, what: str) -> bytes:
+    if len(stream) != size:
+        raise ValueError(f"{what} of {len(stream)} bytes, not {size}")
+    return stream
+
+
 def decode_mask(stream: bytes, codec: str, *, params: dict, numel: int, kept: int) -> np.ndarray:
-    if codec == "bitmap":
-        return np.unpackbits(np.frombuffer(stream, np.uint8), count=numel).astype(bool)
+    """The flat mask of `numel` entries with `kept` set, from a stream `mask_streams` wrote;
+    ValueError for a stream of any other length, size or count."""
+    if codec == "bitmap" or (codec == "zstd" and params.get("k", 0) < 0):
+        bitmap = (numel + 7) // 8
+        if codec == "bitmap":
+            packed = _length(stream, bitmap, "bitmap")
+        else:
+            packed = _inflate(_length(stream, params["z"], "zstd bitmap"), bitmap)
+        keep = np.unpackbits(np.frombuffer(packed, np.uint8), count=numel).astype(bool)
+        if int(keep.sum()) != kept:
+            raise ValueError(f"bitmap keeps {int(keep.sum())}, the layout says {kept}")
+        return keep
+    width = np.dtype(f"<u{params['w']}") if params.get("w") in (1, 2, 4) else None
+    if width is None:
+        raise ValueError(f"gap width {params.get('w')!r}")
     if codec == "delta":
-        gaps = np.frombuffer(stream, np.dtype(f"<u{params['w']}")).astype(np.int64)
-    elif codec == "zstd" and params["k"] < 0:
-        bitmap = zstandard.ZstdDecompressor().decompress(stream)
-        return np.unpackbits(np.frombuffer(bitmap, np.uint8), count=numel).astype(bool)
+        raw = _length(stream, kept * width.itemsize, "delta stream")
+        gaps = np.frombuffer(raw, width).astype(np.int64)
     elif codec == "zstd":
-        k, width, split = params["k"], np.dtype(f"<u{params['w']}"), params["z"]
-        high = _unplanes(zstandard.ZstdDecompressor().decompress(stream[:split]), width, kept)
-        bits = np.unpackbits(np.frombuffer(stream[split:], np.uint8), count=kept * k)
+        k, split = params["k"], params["z"]
+        if not (0 <= k <= 32 and 0 <= split <= len(stream)):
+            raise ValueError(f"rice parameter {k} or split {split}")
+        high = _unplanes(_inflate(stream[:split], kept * width.itemsize), width, kept)
+        low_bits = _length(stream[split:], (kept * k + 7) // 8, "low bits")
+        bits = np.unpackbits(np.frombuffer(low_bits, np.uint8), count=kept * k)
         low = bits.reshape(kept, k).astype(np.int64) @ (1 << np.arange(k - 1, -1, -1))
         gaps = (high << k) | low
     else:
         raise ValueError(f"unknown mask codec {codec!r}")
+    positions = np.cumsum(gaps + 1) - 1
+    if positions.size and positions[-1] >= numel:
+        raise ValueError(f"kept index {positions[-1]} beyond {numel} entries")
     keep = np.zeros(numel, dtype=bool)
-    keep[np.cumsum(gaps + 1) - 1] = True
+    keep[positions] = True
     return keep

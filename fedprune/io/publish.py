@@ -29,10 +29,14 @@ def metrics_bytes(history: list[RoundMetrics]) -> bytes:
 
 
 def round_objects(
-    global_model: GlobalModel, updates: list[ClientUpdate], history: list[RoundMetrics]
+    global_model: GlobalModel,
+    updates: list[ClientUpdate],
+    history: list[RoundMetrics],
+    quarantined: dict[str, bytes] | None = None,
 ) -> dict[str, bytes]:
-    """A round's own objects: the new global model, what each client sent and the metrics
-    history so far (the clients' state is published beside them, `fedprune.io.state`)."""
+    """A round's own objects: the new global model, what each accepted client sent, the
+    metrics history so far and the `quarantined` uploads the screening rejected (the
+    clients' state is published beside them, `fedprune.io.state`)."""
     summaries = [
         {
             "client": u.client,
@@ -48,6 +52,7 @@ def round_objects(
         ),
         "updates.json": json.dumps(summaries, indent=2).encode(),
         "metrics.json": metrics_bytes(history),
+        **(quarantined or {}),
     }
 
 

@@ -16,9 +16,14 @@ from fedprune.steps.runtime import (
     partition_data,
     sample_clients,
 )
+from fedprune.steps.screening import Rejection, RoundFailed, accepted, screen
 from fedprune.steps.server import aggregate, mean_importance, server_prune
 
 __all__ = [
+    "Rejection",
+    "RoundFailed",
+    "accepted",
+    "screen",
     "ClientUpdate",
     "Downloads",
     "GlobalModel",

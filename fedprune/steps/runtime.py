@@ -39,6 +39,8 @@ class Runtime:
     shards: Partition | None = None
     standardization: Standardization | None = None
     """The features' federated statistics, for data sets that standardise (tabular)."""
+    held_rows: tuple[int, ...] | None = None
+    """How many training rows each client holds: the most samples it can claim."""
 
     @classmethod
     def build(
@@ -71,7 +73,8 @@ class Runtime:
             shape = data.shape
         else:
             shape = data_shape(localize(cfg.data, cfg.s3)[0], cfg.task.kind)
-        return cls._assemble(cfg, shape, data, shards, standardization)
+        held = None if shards is None else tuple(len(s) for s in shards)
+        return cls._assemble(cfg, shape, data, shards, standardization, held)
 
     @classmethod
     def _placed(
@@ -87,7 +90,7 @@ class Runtime:
             if site is not None:
                 rows = np.arange(len(data.x_train))
                 shards = [rows if s == site else rows[:0] for s in federation.sites]
-        return cls._assemble(cfg, federation.shape, data, shards, stats)
+        return cls._assemble(cfg, federation.shape, data, shards, stats, federation.rows)
 
     @classmethod
     def _assemble(
@@ -97,6 +100,7 @@ class Runtime:
         data: FederatedData | None,
         shards: Partition | None,
         standardization: Standardization | None,
+        held_rows: tuple[int, ...] | None,
     ) -> Runtime:
         model = build_model(cfg.model, shape.input_shape, shape.num_classes, seed=cfg.seed)
         task = build_task(cfg.task)
@@ -105,7 +109,7 @@ class Runtime:
             check_labels(data, task)
         ctx = MethodContext(model=model, input_shape=shape.input_shape, rounds=cfg.rounds)
         method = METHODS.get(cfg.pruning.method)(cfg.pruning, ctx)
-        return cls(cfg, shape, model, method, task, data, shards, standardization)
+        return cls(cfg, shape, model, method, task, data, shards, standardization, held_rows)
 
     def data_artifacts(self) -> dict[str, bytes]:
         """What serving the model needs of the data: the features' statistics, if any."""

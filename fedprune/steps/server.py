@@ -6,7 +6,7 @@ from __future__ import annotations
 from safetensors.torch import load as load_tensors
 
 from fedprune.config import ExperimentConfig
-from fedprune.io.codec import decode
+from fedprune.io.codec import decode, expected_of
 from fedprune.pruning.masks import Weights
 from fedprune.pruning.methods import Method, RoundInputs
 from fedprune.records import ClientUpdate, GlobalModel
@@ -19,12 +19,13 @@ def aggregate(
     previous: GlobalModel,
     device: str = "cpu",
 ) -> GlobalModel:
-    """Combine the client models, in client order (so every engine sums in the same order),
+    """Combine the (screened) client models, in client order (so every engine sums in the same order),
     on `device` (a GPU when the aggregation pod has one), given `previous`, the global model
     the clients started from, with the strategy's state; the result comes back on the CPU."""
     decoded = []
+    expected = expected_of(previous.weights)
     for update in sorted(updates, key=lambda u: u.client):
-        weights, mask = decode(update.payload)
+        weights, mask = decode(update.payload, expected=expected)
         decoded.append(DecodedUpdate(on(weights, device), on(mask, device), update.num_samples))
     start = GlobalModel(
         on(previous.weights, device), on(previous.mask, device), on(previous.state, device)

@@ -12,9 +12,25 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar
 
+from pydantic import Field
+
 from fedprune.records import GlobalModel
 from fedprune.registry import Params, Registry
 from fedprune.strategies.buffers import DecodedUpdate
+
+
+class StrategyParams(Params):
+    """What every strategy shares: how the server screens the round's updates before it
+    combines them (`fedprune.steps.screening`)."""
+
+    min_clients: int = Field(1, ge=1)
+    """The round proceeds while at least this many updates pass the checks; with fewer it
+    fails and the last good global model stays published."""
+    max_upload_bytes: int | None = Field(None, ge=1)
+    """Uploads larger than this are rejected; None: 1.25 × the model's dense size + 64 KiB."""
+    outlier_norm: float | None = Field(None, gt=1)
+    """Reject updates whose norm (model minus the previous global) exceeds this many times
+    the round's median; None: no norm check."""
 
 
 class Strategy:
@@ -22,11 +38,11 @@ class Strategy:
     """Averages each weight over the clients that kept it, so clients may upload under
     masks of their own (client-side pruning, FedDST, PruneFL, LotteryFL)."""
 
-    def __init__(self, params: Params):
+    def __init__(self, params: StrategyParams):
         self.params = params
 
     @classmethod
-    def check(cls, params: Params, clients_per_round: int) -> None:
+    def check(cls, params: StrategyParams, clients_per_round: int) -> None:
         """Raise ValueError, naming the setting, if the rule cannot work with this many
         clients a round (Bulyan's n ≥ 4f + 3)."""
 
@@ -36,5 +52,7 @@ class Strategy:
         raise NotImplementedError
 
 
-STRATEGIES: Registry[type[Strategy]] = Registry("strategy", tag="method", default="mask_aware")
+STRATEGIES: Registry[type[Strategy]] = Registry(
+    "strategy", tag="method", default="mask_aware", base=StrategyParams
+)
 """Server strategies, one file each, registered by name (`aggregation.method`)."""

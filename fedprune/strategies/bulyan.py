@@ -15,8 +15,7 @@ import torch
 from pydantic import Field
 
 from fedprune.records import GlobalModel
-from fedprune.registry import Params
-from fedprune.strategies.base import STRATEGIES, Strategy
+from fedprune.strategies.base import STRATEGIES, Strategy, StrategyParams
 from fedprune.strategies.buffers import DecodedUpdate
 from fedprune.strategies.robust import (
     closest_mean,
@@ -27,7 +26,7 @@ from fedprune.strategies.robust import (
 )
 
 
-class BulyanParams(Params):
+class BulyanParams(StrategyParams):
     malicious: int | None = Field(None, ge=0)
     """f, the malicious clients a round to tolerate; None: the most Bulyan can, ⌊(n − 3)/4⌋
     (20% of 20 clients, 24% of 100; below 7 clients a round, none)."""
@@ -45,7 +44,7 @@ class Bulyan(Strategy):
     params: BulyanParams
 
     @classmethod
-    def check(cls, params: Params, clients_per_round: int) -> None:
+    def check(cls, params: StrategyParams, clients_per_round: int) -> None:
         assert isinstance(params, BulyanParams)
         f = bulyan_f(params, clients_per_round)
         if clients_per_round < 4 * f + 3:

@@ -22,8 +22,7 @@ import torch
 from pydantic import Field
 
 from fedprune.records import GlobalModel
-from fedprune.registry import Params
-from fedprune.strategies.base import STRATEGIES, Strategy
+from fedprune.strategies.base import STRATEGIES, Strategy, StrategyParams
 from fedprune.strategies.buffers import DecodedUpdate
 from fedprune.strategies.mask_aware import mask_aware_average
 
@@ -68,7 +67,7 @@ class ServerOptimizer(Strategy):
         return GlobalModel(weights, mask, state)
 
 
-class FedAvgMParams(Params):
+class FedAvgMParams(StrategyParams):
     server_lr: float = Field(1.0, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
 
@@ -84,7 +83,7 @@ class FedAvgM(ServerOptimizer):
         return x + self.params.server_lr * m
 
 
-class AdaptiveParams(Params):
+class AdaptiveParams(StrategyParams):
     server_lr: float = Field(0.01, gt=0)
     """η, the server's learning rate."""
     beta1: float = Field(0.9, ge=0, lt=1)
@@ -93,7 +92,7 @@ class AdaptiveParams(Params):
     """τ, the adaptivity: larger is closer to server momentum."""
 
 
-class AdagradParams(Params):
+class AdagradParams(StrategyParams):
     server_lr: float = Field(0.1, gt=0)
     beta1: float = Field(0.0, ge=0, lt=1)
     tau: float = Field(1e-3, gt=0)

@@ -16,14 +16,13 @@ from collections.abc import Sequence
 from pydantic import Field
 
 from fedprune.records import GlobalModel
-from fedprune.registry import Params
-from fedprune.strategies.base import STRATEGIES, Strategy
+from fedprune.strategies.base import STRATEGIES, Strategy, StrategyParams
 from fedprune.strategies.buffers import DecodedUpdate
 from fedprune.strategies.mask_aware import mask_aware_average
 from fedprune.strategies.robust import krum_order, malicious_count, squared_distances
 
 
-class KrumParams(Params):
+class KrumParams(StrategyParams):
     malicious: int | None = Field(None, ge=0)
     """f, the malicious clients a round to tolerate; None: 20% of the round's clients."""
 
@@ -51,7 +50,7 @@ class Krum(Strategy):
     params: KrumParams
 
     @classmethod
-    def check(cls, params: Params, clients_per_round: int) -> None:
+    def check(cls, params: StrategyParams, clients_per_round: int) -> None:
         assert isinstance(params, KrumParams)
         check_krum(params, clients_per_round)
 
@@ -68,7 +67,7 @@ class MultiKrum(Strategy):
     params: MultiKrumParams
 
     @classmethod
-    def check(cls, params: Params, clients_per_round: int) -> None:
+    def check(cls, params: StrategyParams, clients_per_round: int) -> None:
         assert isinstance(params, MultiKrumParams)
         f = check_krum(params, clients_per_round)
         if params.keep is not None and params.keep > clients_per_round - f:

@@ -16,14 +16,13 @@ import torch
 from pydantic import Field
 
 from fedprune.records import GlobalModel
-from fedprune.registry import Params
-from fedprune.strategies.base import STRATEGIES, Strategy
+from fedprune.strategies.base import STRATEGIES, Strategy, StrategyParams
 from fedprune.strategies.buffers import DecodedUpdate
 from fedprune.strategies.mask_aware import mask_aware_average
 from fedprune.strategies.robust import blocks, tensors
 
 
-class NormClipParams(Params):
+class NormClipParams(StrategyParams):
     bound: float | None = Field(None, gt=0)
     """The largest L2 norm an update keeps; None: the round's median update norm."""
 

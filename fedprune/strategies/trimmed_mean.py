@@ -13,13 +13,12 @@ import torch
 from pydantic import Field
 
 from fedprune.records import GlobalModel
-from fedprune.registry import Params
-from fedprune.strategies.base import STRATEGIES, Strategy
+from fedprune.strategies.base import STRATEGIES, Strategy, StrategyParams
 from fedprune.strategies.buffers import DecodedUpdate
 from fedprune.strategies.robust import per_coordinate, sorted_kept
 
 
-class TrimmedMeanParams(Params):
+class TrimmedMeanParams(StrategyParams):
     beta: float = Field(0.2, ge=0.0, lt=0.5)
     """The fraction cut from each end of every coordinate's values (0.2: tolerates 20%)."""
 
