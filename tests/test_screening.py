@@ -216,3 +216,16 @@ def test_too_few_good_updates_fail_the_round_and_keep_the_last_good_model(
         engine.run_experiment(cfg, data=mnist_small)
     (run,) = (Path(cfg.store) / "test").iterdir()
     assert RunStore(LocalBackend(cfg.store), "test", run.name).published_rounds() == [1]
+
+
+def test_a_non_finite_aggregate_is_never_returned(make_config):
+    """Finite updates, but a server step that overflows float32."""
+    cfg = make_config(aggregation={"method": "fedavgm", "server_lr": 1e38})
+    big = {n: t + 10 for n, t in WEIGHTS.items()}
+    with pytest.raises(steps.RoundFailed, match="not finite"):
+        steps.aggregate([update(0, encode(big, MASK, CompressionConfig()))], cfg, PREVIOUS)
+
+
+def test_an_unscreened_malformed_payload_names_its_client(make_config):
+    with pytest.raises(PayloadError, match="client 7: "):
+        steps.aggregate([update(7, b"\x00" * 40)], make_config(), PREVIOUS)

@@ -6,10 +6,11 @@ from __future__ import annotations
 from safetensors.torch import load as load_tensors
 
 from fedprune.config import ExperimentConfig
-from fedprune.io.codec import decode, expected_of
+from fedprune.io.codec import PayloadError, decode, expected_of
 from fedprune.pruning.masks import Weights
 from fedprune.pruning.methods import Method, RoundInputs
 from fedprune.records import ClientUpdate, GlobalModel
+from fedprune.steps.screening import check_finite
 from fedprune.strategies import STRATEGIES, DecodedUpdate
 
 
@@ -19,19 +20,23 @@ def aggregate(
     previous: GlobalModel,
     device: str = "cpu",
 ) -> GlobalModel:
-    """Combine the (screened) client models, in client order (so every engine sums in the same order),
+    """Combine the screened client models, in client order (every engine sums in one order),
     on `device` (a GPU when the aggregation pod has one), given `previous`, the global model
     the clients started from, with the strategy's state; the result comes back on the CPU."""
     decoded = []
     expected = expected_of(previous.weights)
     for update in sorted(updates, key=lambda u: u.client):
-        weights, mask = decode(update.payload, expected=expected)
+        try:
+            weights, mask = decode(update.payload, expected=expected)
+        except PayloadError as error:  # unscreened updates (the screening names them too)
+            raise PayloadError(f"client {update.client}: {error}") from None
         decoded.append(DecodedUpdate(on(weights, device), on(mask, device), update.num_samples))
     start = GlobalModel(
         on(previous.weights, device), on(previous.mask, device), on(previous.state, device)
     )
     strategy = STRATEGIES.get(cfg.aggregation.method)(cfg.aggregation)
     combined = strategy.aggregate(decoded, start)
+    check_finite(combined)  # a non-finite global model is never published
     return GlobalModel(
         on(combined.weights, "cpu"), on(combined.mask, "cpu"), on(combined.state, "cpu")
     )
