@@ -18,7 +18,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
+import json
 import math
+import shlex
 import sys
 import tempfile
 import time
@@ -122,13 +124,14 @@ def one_run(rule: str, attack: str, fraction: float, partition: str, pruned: str
         return result.history[-1].test["accuracy"]
 
 
-def report(rows: list[tuple], command: str) -> str:
+def report(rows: list[tuple], commands: list[str]) -> str:
     """A markdown table per (partition, fraction): rules down, attacks across, dense/pruned."""
     out = [
         BEGIN,
         "## Byzantine clients (bench/attacks.py)",
         "",
-        f"`{command}`. Final test accuracy (%) after 10 rounds, dense / 90% pruned; "
+        "; ".join(f"`{c}`" for c in commands) + ". "
+        "Final test accuracy (%) after 10 rounds, dense / 90% pruned; "
         "20 MNIST clients, all training every round, the first ⌈fraction · 20⌉ malicious "
         "(see the script's docstring for the attacks).",
     ]
@@ -154,6 +157,9 @@ def main() -> None:
     parser.add_argument("--partitions", default=",".join(PARTITIONS))
     parser.add_argument("--pruning", default=",".join(PRUNING))
     parser.add_argument("--results", default=str(ROOT / "docs" / "results.md"))
+    parser.add_argument(
+        "--rows", default=str(ROOT / "bench-runs" / "attacks.json"), help="runs kept across calls"
+    )
     args = parser.parse_args()
     data = load_dataset("mnist", train_subset=12000, test_subset=10000)
     grid = list(
@@ -178,10 +184,17 @@ def main() -> None:
             f"{pruned:<10} {100 * accuracy:6.2f}%  {time.perf_counter() - started:5.1f} s",
             flush=True,
         )
-    command = "python bench/attacks.py " + " ".join(sys.argv[1:])
+    command = shlex.join(["python", "bench/attacks.py", *sys.argv[1:]])
+    kept = Path(args.rows)
+    earlier = json.loads(kept.read_text()) if kept.exists() else {"rows": [], "commands": []}
+    fresh = {tuple(r[:5]) for r in rows}
+    rows = [tuple(r) for r in earlier["rows"] if tuple(r[:5]) not in fresh] + rows
+    commands = [c for c in earlier["commands"] if c != command] + [command]
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    kept.write_text(json.dumps({"rows": rows, "commands": commands}, indent=1))
     results = Path(args.results)
     text = results.read_text() if results.exists() else ""
-    table = report(rows, command.strip())
+    table = report(rows, commands)
     if BEGIN in text:
         text = text[: text.index(BEGIN)] + table + text[text.index(END) + len(END) :]
     else:
