@@ -171,36 +171,40 @@ def main() -> None:
             args.pruning.split(","),
         )
     )
-    rows = []
+    command = shlex.join(["python", "bench/attacks.py", *sys.argv[1:]])
+    fractions = [float(f) for f in args.fractions.split(",")]
     for i, (partition, fraction, attack, rule, pruned) in enumerate(grid, 1):
-        if attack == "none" and fraction != min(float(f) for f in args.fractions.split(",")):
+        if attack == "none" and fraction != min(fractions):
             continue  # no attack: the same run at every fraction
         started = time.perf_counter()
         accuracy = one_run(rule, attack, fraction, partition, pruned, data)
-        for f in [float(f) for f in args.fractions.split(",")] if attack == "none" else [fraction]:
-            rows.append((rule, attack, f, partition, pruned, accuracy))
+        done = [(rule, attack, f, partition, pruned, accuracy) for f in fractions] if attack == "none" else [(rule, attack, fraction, partition, pruned, accuracy)]  # fmt: skip
+        keep(Path(args.rows), done, command)  # after every run: an interrupted grid loses one
         print(
             f"[{i}/{len(grid)}] {partition:<13} {fraction:.0%} {attack:<10} {rule:<12} "
             f"{pruned:<10} {100 * accuracy:6.2f}%  {time.perf_counter() - started:5.1f} s",
             flush=True,
         )
-    command = shlex.join(["python", "bench/attacks.py", *sys.argv[1:]])
-    kept = Path(args.rows)
-    earlier = json.loads(kept.read_text()) if kept.exists() else {"rows": [], "commands": []}
-    fresh = {tuple(r[:5]) for r in rows}
-    rows = [tuple(r) for r in earlier["rows"] if tuple(r[:5]) not in fresh] + rows
-    commands = [c for c in earlier["commands"] if c != command] + [command]
-    kept.parent.mkdir(parents=True, exist_ok=True)
-    kept.write_text(json.dumps({"rows": rows, "commands": commands}, indent=1))
+    stored = json.loads(Path(args.rows).read_text())
     results = Path(args.results)
     text = results.read_text() if results.exists() else ""
-    table = report(rows, commands)
+    table = report([tuple(r) for r in stored["rows"]], stored["commands"])
     if BEGIN in text:
         text = text[: text.index(BEGIN)] + table + text[text.index(END) + len(END) :]
     else:
         text = text.rstrip("\n") + "\n\n" + table + "\n"
     results.write_text(text)
     print(f"wrote {results}")
+
+
+def keep(path: Path, rows: list[tuple], command: str) -> None:
+    """Add `rows` to the runs kept in `path` (a run measured again replaces the old one)."""
+    earlier = json.loads(path.read_text()) if path.exists() else {"rows": [], "commands": []}
+    fresh = {tuple(r[:5]) for r in rows}
+    kept = [r for r in earlier["rows"] if tuple(r[:5]) not in fresh] + [list(r) for r in rows]
+    commands = [c for c in earlier["commands"] if c != command] + [command]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"rows": kept, "commands": commands}, indent=1))
 
 
 if __name__ == "__main__":
