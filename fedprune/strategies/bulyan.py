@@ -22,6 +22,7 @@ from fedprune.strategies.robust import (
     krum_order,
     median,
     per_coordinate,
+    require_clients,
     squared_distances,
 )
 
@@ -47,11 +48,7 @@ class Bulyan(Strategy):
     def check(cls, params: StrategyParams, clients_per_round: int) -> None:
         assert isinstance(params, BulyanParams)
         f = bulyan_f(params, clients_per_round)
-        if clients_per_round < 4 * f + 3:
-            raise ValueError(
-                f"aggregation.malicious: bulyan tolerating f = {f} needs at least 4f + 3 = "
-                f"{4 * f + 3} clients a round, the round has {clients_per_round}"
-            )
+        require_clients("bulyan", f, clients_per_round, per_malicious=4)
 
     def aggregate(self, updates: Sequence[DecodedUpdate], previous: GlobalModel) -> GlobalModel:
         f = bulyan_f(self.params, len(updates))

@@ -19,7 +19,12 @@ from fedprune.records import GlobalModel
 from fedprune.strategies.base import STRATEGIES, Strategy, StrategyParams
 from fedprune.strategies.buffers import DecodedUpdate
 from fedprune.strategies.mask_aware import mask_aware_average
-from fedprune.strategies.robust import krum_order, malicious_count, squared_distances
+from fedprune.strategies.robust import (
+    krum_order,
+    malicious_count,
+    require_clients,
+    squared_distances,
+)
 
 
 class KrumParams(StrategyParams):
@@ -35,13 +40,18 @@ class MultiKrumParams(KrumParams):
 def check_krum(params: KrumParams, clients: int) -> int:
     """f for `clients` a round, after checking n > 2f + 2 (Blanchard et al.'s condition)."""
     f = malicious_count(clients, params.malicious)
-    if clients < 2 * f + 3:
-        raise ValueError(
-            f"aggregation.malicious: {params.method} tolerating f = {f} needs at least 2f + 3 = "
-            f"{2 * f + 3} clients a round, the round has {clients} (lower aggregation.malicious "
-            "or sample more clients)"
-        )
+    require_clients(params.method, f, clients, per_malicious=2)
     return f
+
+
+def best_scored(
+    updates: Sequence[DecodedUpdate], malicious: int | None, keep: int | None
+) -> list[DecodedUpdate]:
+    """The `keep` (None: n − f) best Krum-scored updates, in client order (the same sums in
+    every engine)."""
+    f = malicious_count(len(updates), malicious)
+    order = krum_order(squared_distances(updates), f)
+    return [updates[k] for k in sorted(order[: keep if keep is not None else len(updates) - f])]
 
 
 @STRATEGIES.register("krum", KrumParams)
@@ -55,8 +65,7 @@ class Krum(Strategy):
         check_krum(params, clients_per_round)
 
     def aggregate(self, updates: Sequence[DecodedUpdate], previous: GlobalModel) -> GlobalModel:
-        f = malicious_count(len(updates), self.params.malicious)
-        best = updates[krum_order(squared_distances(updates), f)[0]]
+        (best,) = best_scored(updates, self.params.malicious, keep=1)
         weights = {name: t.clone() for name, t in best.weights.items()}
         return GlobalModel(weights, {name: m.clone() for name, m in best.mask.items()})
 
@@ -77,8 +86,5 @@ class MultiKrum(Strategy):
             )
 
     def aggregate(self, updates: Sequence[DecodedUpdate], previous: GlobalModel) -> GlobalModel:
-        f = malicious_count(len(updates), self.params.malicious)
-        keep = self.params.keep if self.params.keep is not None else len(updates) - f
-        order = krum_order(squared_distances(updates), f)
-        chosen = [updates[k] for k in sorted(order[:keep])]  # client order: same sums everywhere
+        chosen = best_scored(updates, self.params.malicious, self.params.keep)
         return GlobalModel(*mask_aware_average(chosen))

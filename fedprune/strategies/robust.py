@@ -119,3 +119,15 @@ def krum_order(distances: torch.Tensor, malicious: int) -> list[int]:
 def malicious_count(clients: int, malicious: int | None) -> int:
     """f: as configured, or 20% of the round's clients, rounded down."""
     return malicious if malicious is not None else int(0.2 * clients)
+
+
+def require_clients(rule: str, f: int, clients: int, per_malicious: int) -> None:
+    """Refuse a round of `clients` when `rule` tolerating f needs per_malicious·f + 3 of them
+    (Krum 2f + 3, Bulyan 4f + 3)."""
+    needed = per_malicious * f + 3
+    if clients < needed:
+        raise ValueError(
+            f"aggregation.malicious: {rule} tolerating f = {f} needs at least {per_malicious}f "
+            f"+ 3 = {needed} clients a round, the round has {clients} (lower "
+            "aggregation.malicious or sample more clients)"
+        )
