@@ -17,7 +17,8 @@ from mlflow.tracking import MlflowClient
 from fedprune import steps
 from fedprune.config import CompressionConfig
 from fedprune.engine import local as engine
-from fedprune.io.codec import PayloadError, _save, decode, encode, expected_of
+from fedprune.io.codec import _save, decode, encode
+from fedprune.io.payload_checks import PayloadError, expected_of
 from fedprune.io.store import LocalBackend, RunStore
 from fedprune.records import ClientUpdate, GlobalModel
 

@@ -41,11 +41,20 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from fedprune.io.mask_streams import decode_mask, mask_streams
+from fedprune.io.payload_checks import (
+    DTYPES,
+    MAX_HEADER,
+    VALUE_DTYPES,
+    Expected,
+    PayloadError,
+    check_entry,
+    check_layout,
+    stored_tensor,
+)
 from fedprune.pruning.masks import Mask, Weights
 from fedprune.registry import Params
 
 FORMAT_KEY, FORMAT_VERSION = "fedprune", "2"  # safetensors metadata: payload format version
-VALUE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "int8": torch.int8}
 VALUE_BITS = {"fp32": 32, "fp16": 16, "int8": 8}
 SCALE_BITS = 32  # one float32 scale per int8 tensor
 _FP16_TINY = 2.0**-24  # smallest positive fp16 (subnormal)
@@ -215,29 +224,6 @@ def encode_values(weights: Weights, mask: Mask, cfg: CompressionConfig, *, seed:
     return _encode(weights, mask, cfg, seed=seed, values_only=True)
 
 
-MAX_HEADER = 16 << 20
-"""A payload's JSON header is a line per tensor: far below this for any real model."""
-DTYPES = {
-    str(t)[6:]: t
-    for t in (torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int64,
-              torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool)
-}  # fmt: skip
-"""The tensor dtypes a payload may name (never complex, never an arbitrary attribute)."""
-CODINGS = ("raw", "dense", "sparse", "values")
-
-Expected = dict[str, tuple[tuple[int, ...], torch.dtype]]
-"""What a receiver expects of a payload: tensor name → (shape, dtype), the global model's."""
-
-
-class PayloadError(ValueError):
-    """A payload that is malformed or not the model the receiver expects: raised before
-    anything larger than the payload itself is allocated."""
-
-
-def expected_of(weights: Weights) -> Expected:
-    return {name: (tuple(t.shape), t.dtype) for name, t in weights.items()}
-
-
 def _header(payload: bytes) -> tuple[dict[str, dict], str | None]:
     """Layout of every tensor, and the mask id a values-only payload is based on."""
     # safetensors: 8-byte little-endian header length, then the JSON header
@@ -256,27 +242,12 @@ def _header(payload: bytes) -> tuple[dict[str, dict], str | None]:
     for line in lines:
         name, _, text = line.partition("\t")
         try:
-            layout[name] = _checked(_entry(text))
+            layout[name] = check_entry(_entry(text))
         except (ValueError, KeyError, IndexError) as error:
             raise PayloadError(
                 f"tensor {name!r}: malformed layout {text[:80]!r}: {error}"
             ) from None
     return layout, (based or [None])[0]
-
-
-def _checked(entry: dict) -> dict:
-    """An entry whose coding, dtypes, counts and scale are ones `_encode` writes."""
-    if entry["c"] not in CODINGS or entry["dtype"] not in DTYPES:
-        raise ValueError(f"coding {entry['c']!r} or dtype {entry['dtype']!r}")
-    if any(d < 0 for d in entry["shape"]) or not 0 <= entry.get("n", 0) <= math.prod(
-        entry["shape"]
-    ):
-        raise ValueError("negative dimensions or kept count")
-    if entry["c"] != "raw" and entry.get("v") not in VALUE_DTYPES:
-        raise ValueError(f"value precision {entry.get('v')!r}")
-    if "q" in entry and not (math.isfinite(entry["q"]) and entry["q"] >= 0):
-        raise ValueError(f"scale {entry['q']}")
-    return entry
 
 
 def based_on(payload: bytes) -> str | None:
@@ -297,7 +268,7 @@ def decode(
     if needed is not None and (known_mask is None or mask_id(known_mask) != needed):
         raise PayloadError(f"values-only payload needs mask {needed}, which the receiver lacks")
     if expected is not None:
-        _matches(layout, expected)
+        check_layout(layout, expected)
     try:
         tensors = st_load(payload)
     except Exception as error:  # safetensors' own error type for a malformed buffer
@@ -308,10 +279,10 @@ def decode(
         dtype, shape, coding = DTYPES[entry["dtype"]], entry["shape"], entry["c"]
         numel = math.prod(shape)
         if coding == "raw":
-            weights[name] = _stored(tensors, name, dtype, numel).reshape(shape)
+            weights[name] = stored_tensor(tensors, name, dtype, numel).reshape(shape)
             continue
         count = numel if coding == "dense" else entry.get("n", numel)
-        stored = _stored(tensors, f"{name}:v", VALUE_DTYPES[entry["v"]], count)
+        stored = stored_tensor(tensors, f"{name}:v", VALUE_DTYPES[entry["v"]], count)
         values = _dequantise(stored, entry.get("q"), dtype)
         if coding == "dense":
             weights[name] = values.reshape(shape)
@@ -325,7 +296,7 @@ def decode(
             if int(keep.sum()) != count:
                 raise PayloadError(f"tensor {name!r}: {count} values for {int(keep.sum())} kept")
         else:
-            stream = _stored(tensors, f"{name}:m", torch.uint8, None).numpy().tobytes()
+            stream = stored_tensor(tensors, f"{name}:m", torch.uint8, None).numpy().tobytes()
             try:
                 keep = torch.from_numpy(
                     decode_mask(stream, entry.get("m", ""), params=entry, numel=numel, kept=count)
@@ -337,30 +308,6 @@ def decode(
         weights[name] = flat.reshape(shape)
         mask[name] = keep.reshape(shape)
     return weights, mask
-
-
-def _matches(layout: dict[str, dict], expected: Expected) -> None:
-    missing, extra = set(expected) - set(layout), set(layout) - set(expected)
-    if missing or extra:
-        raise PayloadError(
-            f"tensors missing: {sorted(missing)[:5]}, unexpected: {sorted(extra)[:5]}"
-        )
-    for name, entry in layout.items():
-        shape, dtype = expected[name]
-        if tuple(entry["shape"]) != shape or DTYPES[entry["dtype"]] != dtype:
-            raise PayloadError(
-                f"tensor {name!r} is {entry['dtype']} {entry['shape']}, the model's is "
-                f"{str(dtype)[6:]} {list(shape)}"
-            )
-
-
-def _stored(tensors: dict, key: str, dtype: torch.dtype, count: int | None) -> torch.Tensor:
-    """The stored tensor `key`, flat, of `dtype` and (unless None) `count` entries."""
-    tensor = tensors.get(key)
-    if tensor is None or tensor.dtype != dtype or (count is not None and tensor.numel() != count):
-        got = "none" if tensor is None else f"{tensor.dtype} × {tensor.numel()}"
-        raise PayloadError(f"stored {key!r}: expected {dtype} × {count}, got {got}")
-    return tensor.reshape(-1)
 
 
 def _h(p: float) -> float:

@@ -18,7 +18,8 @@ import torch
 
 from fedprune.config import ExperimentConfig
 from fedprune.errors import UserError
-from fedprune.io.codec import PayloadError, decode, expected_of
+from fedprune.io.codec import decode
+from fedprune.io.payload_checks import PayloadError, expected_of
 from fedprune.pruning.masks import Mask, Weights
 from fedprune.records import ClientUpdate, GlobalModel
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 from safetensors.torch import load as load_tensors
 
 from fedprune.config import ExperimentConfig
-from fedprune.io.codec import PayloadError, decode, expected_of
+from fedprune.io.codec import decode
+from fedprune.io.payload_checks import PayloadError, expected_of
 from fedprune.pruning.masks import Weights
 from fedprune.pruning.methods import Method, RoundInputs
 from fedprune.records import ClientUpdate, GlobalModel
