@@ -120,6 +120,18 @@ def test_norm_clip_bounds_each_update_and_keeps_small_ones_exact():
     assert torch.equal(same, small.weights["w"])
 
 
+def test_norm_clip_leaves_integer_tensors_out_of_the_norm_and_as_sent():
+    """A counter such as BatchNorm's num_batches_tracked is no weight to clip."""
+    start = GlobalModel(
+        {"w": torch.ones(2), "steps": torch.tensor(0)}, {"w": torch.ones(2, dtype=torch.bool)}
+    )
+    small = DecodedUpdate({"w": torch.tensor([1.3, 1.4]), "steps": torch.tensor(500)}, {"w": torch.ones(2, dtype=torch.bool)}, 5)  # fmt: skip
+    huge = DecodedUpdate({"w": torch.tensor([31.0, 41.0]), "steps": torch.tensor(500)}, {"w": torch.ones(2, dtype=torch.bool)}, 5)  # fmt: skip
+    out = rule("norm_clip", bound=1.0).aggregate([small, huge], start).weights
+    assert torch.allclose(out["w"], torch.tensor([1.45, 1.6]))
+    assert out["steps"].dtype == torch.int64 and out["steps"].item() == 500
+
+
 def test_norm_clip_default_bound_is_the_median_norm():
     start = GlobalModel({"w": torch.zeros(1)}, {"w": torch.ones(1, dtype=torch.bool)})
     updates = [masked([v], [True]) for v in (1.0, 2.0, 3.0, -1000.0)]

@@ -22,6 +22,8 @@ from fedprune.io.codec import decode
 from fedprune.io.payload_checks import PayloadError, expected_of
 from fedprune.pruning.masks import Mask, Weights
 from fedprune.records import ClientUpdate, GlobalModel
+from fedprune.strategies import DecodedUpdate
+from fedprune.strategies.robust import update_norms
 
 HEADER_SLACK = 64 << 10
 """Bytes allowed above the dense size by default: the payload's header (a line per tensor)."""
@@ -70,18 +72,6 @@ def problem(
     return None, (weights, mask)
 
 
-def update_norm(weights: Weights, mask: Mask, previous: GlobalModel) -> float:
-    total = 0.0
-    for name, tensor in weights.items():
-        if not tensor.is_floating_point():
-            continue
-        delta = tensor.double() - previous.weights[name].double()
-        if name in mask:
-            delta = torch.where(mask[name], delta, 0.0)
-        total += float(delta.square().sum())
-    return math.sqrt(total)
-
-
 def screen(
     updates: Sequence[ClientUpdate],
     previous: GlobalModel,
@@ -91,7 +81,8 @@ def screen(
     """The round's rejected updates, in client order; raises RoundFailed when fewer than
     `aggregation.min_clients` pass."""
     limit = upload_limit(previous, cfg)
-    rejected, norms = [], {}
+    rejected: list[Rejection] = []
+    to_measure: dict[int, DecodedUpdate] = {}  # decoded, when norms are checked
     for update in sorted(updates, key=lambda u: u.client):
         held = held_rows[update.client] if held_rows is not None else None
         reason, decoded = problem(update, previous, limit, held)
@@ -99,8 +90,10 @@ def screen(
             rejected.append(Rejection(update.client, reason))
         elif cfg.aggregation.outlier_norm is not None:
             assert decoded is not None
-            norms[update.client] = update_norm(*decoded, previous)
-    if norms:
+            to_measure[update.client] = DecodedUpdate(*decoded, update.num_samples)
+    if to_measure:
+        measured = update_norms(list(to_measure.values()), previous).tolist()
+        norms = dict(zip(to_measure, measured, strict=True))
         ordered = sorted(norms.values())
         median = ordered[(len(ordered) - 1) // 2]
         bound = cfg.aggregation.outlier_norm * median

@@ -92,10 +92,13 @@ def weighted_average(
     out: Weights = {}
     for group in by_dtype(names, like):
         matrix = stacked([[u.weights[n] for n in group] for u in updates])
+        if not matrix.is_floating_point():  # counters (BatchNorm's): rounded float64 average
+            average = (coef.double() @ matrix.double()).round().to(matrix.dtype)
         c, offset = coef.to(matrix.dtype), 0
         for name in group:  # GEMVs over column ranges of one matrix: each result its own tensor
-            n = like[name].numel()
-            out[name] = (c @ matrix[:, offset : offset + n]).view(like[name].shape)
+            n, cols = like[name].numel(), slice(offset, offset + like[name].numel())
+            result = c @ matrix[:, cols] if matrix.is_floating_point() else average[cols]
+            out[name] = result.view(like[name].shape)
             offset += n
     return out
 

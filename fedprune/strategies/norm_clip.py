@@ -19,24 +19,12 @@ from fedprune.records import GlobalModel
 from fedprune.strategies.base import STRATEGIES, Strategy, StrategyParams
 from fedprune.strategies.buffers import DecodedUpdate
 from fedprune.strategies.mask_aware import mask_aware_average
-from fedprune.strategies.robust import blocks, tensors
+from fedprune.strategies.robust import update_norms
 
 
 class NormClipParams(StrategyParams):
     bound: float | None = Field(None, gt=0)
     """The largest L2 norm an update keeps; None: the round's median update norm."""
-
-
-def update_norms(updates: Sequence[DecodedUpdate], previous: GlobalModel) -> torch.Tensor:
-    """(K,) L2 norms of the clients' updates over the coordinates each kept (float64)."""
-    squares = torch.zeros(len(updates), dtype=torch.float64)
-    for name, values, kept in tensors(updates):
-        start = previous.weights[name].reshape(-1).to(values.device)
-        squares = squares.to(values.device)
-        for cols in blocks(values):
-            delta = torch.where(kept[:, cols], values[:, cols].double() - start[cols].double(), 0.0)
-            squares += delta.square().sum(1)
-    return squares.sqrt()
 
 
 @STRATEGIES.register("norm_clip", NormClipParams)
@@ -55,6 +43,9 @@ class NormClip(Strategy):
                 continue
             weights = {}
             for name, value in update.weights.items():
+                if not value.is_floating_point():  # counters (BatchNorm's): as sent
+                    weights[name] = value
+                    continue
                 start = previous.weights[name].to(value.device, value.dtype)
                 moved = start + scale * (value - start)
                 keep = update.mask.get(name)

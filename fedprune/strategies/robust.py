@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 
 from fedprune.pruning.masks import Mask, Weights
+from fedprune.records import GlobalModel
 from fedprune.strategies.buffers import DecodedUpdate
 
 BLOCK_VALUES = 1 << 22
@@ -131,3 +132,18 @@ def require_clients(rule: str, f: int, clients: int, per_malicious: int) -> None
             f"+ 3 = {needed} clients a round, the round has {clients} (lower "
             "aggregation.malicious or sample more clients)"
         )
+
+
+def update_norms(updates: Sequence[DecodedUpdate], previous: GlobalModel) -> torch.Tensor:
+    """(K,) L2 norms of the clients' updates (model − `previous`) over the floating tensors
+    and the coordinates each kept, in float64 (norm clipping, the screening's outliers)."""
+    device = next(iter(updates[0].weights.values())).device
+    squares = torch.zeros(len(updates), dtype=torch.float64, device=device)
+    for name, values, kept in tensors(updates):
+        if not values.is_floating_point():
+            continue
+        start = previous.weights[name].reshape(-1).to(values.device).double()
+        for cols in blocks(values):
+            delta = torch.where(kept[:, cols], values[:, cols].double() - start[cols], 0.0)
+            squares += delta.square().sum(1)
+    return squares.sqrt()
