@@ -6,6 +6,7 @@ import argparse
 import logging
 import math
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from fedprune.config import ExperimentConfig, load_config
-from fedprune.errors import UserError
+from fedprune.errors import Interrupted, RunInterrupted, UserError, raise_on_signals
 from fedprune.kubeflow_cli import add_kubeflow_commands
 from fedprune.pruning.methods import METHODS
 from fedprune.tasks.datasets import fetchable
@@ -124,6 +125,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
+    checked = check_data(cfg)
     target = getattr(cfg.pruning.schedule, "target", 0.0)  # schedule `none` has none
     console.print(
         f"{args.config}: valid — experiment '{cfg.experiment}', {cfg.rounds} rounds, "
@@ -131,7 +133,26 @@ def cmd_validate(args: argparse.Namespace) -> int:
         f"model {cfg.model.name}, pruning {METHODS.get(cfg.pruning.method).tag(cfg.pruning)}"
         + (f" to {100 * target:.0f}%" if target else "")
     )
+    console.print(checked, highlight=False)
     return 0
+
+
+def check_data(cfg: ExperimentConfig) -> str:
+    """Split the data set as a run would, where it can be read here, so a partition the data
+    cannot satisfy fails at `validate`; data kept elsewhere (a cluster's volume, the sites)
+    is said to be unchecked, not an error."""
+    from fedprune.steps.runtime import load_data, partition_data
+    from fedprune.tasks.datasets import DataError
+
+    if cfg.kubeflow.sites:
+        return "data: kept at the sites, checked by their pods (not here)"
+    try:
+        data = load_data(cfg)
+    except DataError as error:
+        return f"data: not checked here ({str(error).splitlines()[0]})"
+    shards = partition_data(data, cfg)
+    smallest = min(len(rows) for rows in shards)
+    return f"data: {len(data.y_train):,} training rows, smallest client {smallest:,}"
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -223,11 +244,18 @@ def main(argv: list[str] | None = None) -> int:
         sys.path.insert(0, os.getcwd())
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # its DB-migration chatter
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    raise_on_signals()
     try:
         return args.handler(args)
     except UserError as error:
         console.print(f"[bold red]error:[/] {error}", highlight=False)
         return EXIT_BAD_INPUT
+    except RunInterrupted as error:
+        console.print(f"[bold yellow]interrupted:[/] {error}", highlight=False)
+        return error.exit_code
+    except KeyboardInterrupt as error:  # outside a run: nothing to keep
+        number = error.signal_number if isinstance(error, Interrupted) else signal.SIGINT
+        return 128 + number
 
 
 if __name__ == "__main__":

@@ -99,9 +99,10 @@ def import_entries(package: str, path: list[str]) -> None:
 
 
 class Params(BaseModel):
-    """Base of every settings model: unknown keys fail (a typo is an error, not ignored)."""
+    """Base of every settings model: unknown keys fail (a typo is an error, not ignored), and
+    so does every float that is not finite (`.inf`, `.nan`), whatever the field."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from fedprune.config.kubeflow import KubeflowConfig, check_sites
 from fedprune.errors import UserError
 from fedprune.io.codec import CompressionConfig
 from fedprune.io.s3 import S3Config
+from fedprune.io.store import folder_name_problem
 from fedprune.pruning.methods import METHODS
 from fedprune.pruning.schedules import SCHEDULES
 from fedprune.registry import IMPORTED, ImportPath, Params, is_import_path
@@ -28,6 +29,7 @@ from fedprune.tasks.models import MODELS
 from fedprune.tasks.objectives import TASKS
 from fedprune.tasks.partitioners import PARTITIONERS
 from fedprune.training.local import ClientConfig
+from fedprune.uris import Uri
 
 Fraction = Annotated[float, Field(gt=0.0, le=1.0)]
 REGISTERED_DEFAULTS = {
@@ -80,6 +82,12 @@ class RegistryConfig(Params):
     name: Annotated[str, Field(min_length=1)] | None = None
 
 
+def _folder_name(value: str) -> str:
+    if problem := folder_name_problem(value):
+        raise ValueError(problem)
+    return value
+
+
 def _init_from(value: str) -> str:
     if value not in ("scratch", "latest") and not value.endswith(".safetensors"):
         raise ValueError(
@@ -89,8 +97,11 @@ def _init_from(value: str) -> str:
 
 
 class ExperimentConfig(Params):
-    experiment: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")] = "default"
-    seed: int = 0
+    experiment: Annotated[str, AfterValidator(_folder_name)] = "default"
+    """A folder name in the store: letters, digits, `.`, `_`, `-`, starting with a letter or
+    digit (so never `.` or `..`), at most 100 characters."""
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
+    """Every RNG's seed (numpy and torch both take 0 … 2³² − 1)."""
     rounds: Annotated[int, Field(ge=1)] = 10
     task: TASKS.section() = TASKS.defaults()  # type: ignore[valid-type]
     """What is learned: `classification` (cross-entropy; accuracy, macro-F1, ROC AUC for two
@@ -111,12 +122,12 @@ class ExperimentConfig(Params):
     callbacks: list[ImportPath] = []
     """`package.module:callable`s called after every round's evaluation with the round's
     context; each returns extra metrics (docs/design.md, callbacks)."""
-    store: str = "fedprune-runs"
+    store: Uri = "fedprune-runs"
     """Artifact store: a local folder, or `s3://BUCKET/PREFIX` (see `s3`). Each run keeps its
     artifacts under `<store>/<experiment>/<run id>/`."""
     s3: S3Config = S3Config()
-    tracking: str = "sqlite:///fedprune-runs/mlflow.db"
-    init_from: Annotated[str, AfterValidator(_init_from)] = "scratch"
+    tracking: Uri = "sqlite:///fedprune-runs/mlflow.db"
+    init_from: Annotated[Uri, AfterValidator(_init_from)] = "scratch"
     """`scratch`: fresh seeded weights; `latest`: the newest global model any run of this
     experiment published to the store (warm start for scheduled runs); or a pretrained state
     dict, the path or s3:// URI of a .safetensors file (the source document's step 1)."""
@@ -204,7 +215,7 @@ def format_errors(error: ValidationError, raw: object) -> str:
     lines = []
     for item in error.errors():
         field, chosen = _field(item["loc"], raw)
-        message = item["msg"]
+        message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = f"unknown key{chosen} (not a setting; check the spelling)"
         elif item["type"] == "union_tag_invalid":

@@ -10,6 +10,7 @@ from pydantic import Field
 from fedprune.pruning.methods import METHODS
 from fedprune.registry import Params
 from fedprune.tasks.datasets import DATASETS, FileSource
+from fedprune.uris import Uri
 
 
 class ResourcesConfig(Params):
@@ -51,7 +52,7 @@ class SiteConfig(Params):
     data_pvc: str | None = None
     """The site's own data volume, mounted at `kubeflow.data_path` in its pods only (else
     `kubeflow.data_pvc`)."""
-    path: str | None = None
+    path: Uri | None = None
     """The site's folder as its pods see it (`train.<ext>`, optionally its own `test.<ext>`):
     its own S3 prefix (s3://…) or a folder; default `<data.path>/clients/<site>`."""
     credentials_secret: str | None = None

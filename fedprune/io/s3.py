@@ -14,6 +14,7 @@ from pydantic import Field, model_validator
 
 from fedprune.io.store import Backend, LocalBackend, MissingObject, StoreError
 from fedprune.registry import Params
+from fedprune.uris import Uri
 
 ACCESS_KEY_ENV = "AWS_ACCESS_KEY_ID"
 SECRET_KEY_ENV = "AWS_SECRET_ACCESS_KEY"
@@ -25,7 +26,7 @@ class S3Config(Params):
     """Where `store: s3://BUCKET/PREFIX` lives. Credentials are never read from here: they come
     from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN if set)."""
 
-    endpoint: str | None = None
+    endpoint: Uri | None = None
     """host:port of the S3 or MinIO server, e.g. `minio:9000` (no scheme: see `secure`)."""
     region: str | None = None
     secure: bool = True

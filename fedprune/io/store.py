@@ -36,6 +36,18 @@ MASK_PREFIX = "mask::"
 STATE_PREFIX = "strategy::"
 """Tensors of the server strategy's state, beside a round's model (never in the final one)."""
 MANIFEST = "manifest.json"
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+"""Experiment names and run ids: one folder, never `.`, `..` or a path."""
+
+
+def folder_name_problem(name: str) -> str | None:
+    """Why `name` cannot be an experiment's or a run's folder, or None."""
+    if SAFE_NAME.match(name):
+        return None
+    return (
+        f"{name!r} is not a folder name: letters, digits, '.', '_', '-', starting with a "
+        "letter or digit, at most 100 characters"
+    )
 
 
 def model_bytes(weights: Weights, mask: Mask, state: Weights | None = None) -> bytes:
@@ -98,16 +110,23 @@ class LocalBackend:
 
     def put(self, key: str, data: bytes) -> None:
         target = self.root / key
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, staged = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+        staged = None
         try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, staged = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(staged, target)
-        except BaseException:
-            Path(staged).unlink(missing_ok=True)
+        except BaseException as error:
+            if staged is not None:
+                Path(staged).unlink(missing_ok=True)
+            if isinstance(error, OSError):  # disk full, read-only, permissions
+                raise StoreError(
+                    f"cannot write {target}: {error.strerror or error}. Free space or fix the "
+                    "folder's permissions, then resume the run: what was published is intact"
+                ) from None
             raise
 
     def get(self, key: str) -> bytes:
@@ -139,6 +158,11 @@ class RunStore:
     experiment: str
     run_id: str
 
+    def __post_init__(self) -> None:
+        for what, name in (("experiment", self.experiment), ("run id", self.run_id)):
+            if problem := folder_name_problem(name):
+                raise StoreError(f"{what} {problem}")
+
     @property
     def prefix(self) -> str:
         return f"{self.experiment}/{self.run_id}"
@@ -167,7 +191,7 @@ class RunStore:
         """Objects of a published group (all, or those in `names`), each checked against its
         manifest's sha256."""
         base = f"{folder}/" if folder else ""
-        entries = json.loads(self.read(base + MANIFEST))["objects"]
+        entries = self.manifest(folder)["objects"]
         if names is not None:
             missing = [name for name in names if name not in entries]
             if missing:
@@ -183,6 +207,23 @@ class RunStore:
                 )
             out[name] = data
         return out
+
+    def manifest(self, folder: str) -> dict:
+        """A published group's manifest, checked to be one (a torn or edited file is not)."""
+        name = f"{folder}/{MANIFEST}" if folder else MANIFEST
+        try:
+            manifest = json.loads(self.read(name))
+            if not isinstance(manifest, dict) or not all(
+                isinstance(e, dict) and {"sha256", "bytes"} <= e.keys()
+                for e in manifest["objects"].values()
+            ):
+                raise ValueError("not a manifest of objects")
+        except (ValueError, KeyError, AttributeError) as error:
+            fallback = f", or delete {folder}/ to continue from the round before" if folder else ""
+            raise CorruptObject(
+                f"{self.location}/{name} is corrupt ({error}): restore it{fallback}"
+            ) from None
+        return manifest
 
     def publish_round(self, round_: int, objects: dict[str, bytes]) -> None:
         """`published_at` lets warm starts find an experiment's newest model across runs."""

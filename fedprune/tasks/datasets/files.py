@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from fedprune.tasks.datasets.base import DataError, DataParams, DataShape, FederatedData
+from fedprune.uris import Uri
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class View:
     only (`server`)."""
 
     site: str | None = None
-    path: str | None = None
+    path: Uri | None = None
     server: bool = False
 
     @property

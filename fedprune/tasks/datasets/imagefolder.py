@@ -14,13 +14,14 @@ import torch
 from pydantic import Field
 
 from fedprune.tasks.datasets.base import DATASETS, DataError, DataParams, DataShape, FederatedData
+from fedprune.uris import Uri
 
 MODES = {1: "L", 3: "RGB"}
 SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
 class ImageFolderParams(DataParams):
-    path: str
+    path: Uri
     size: Annotated[int, Field(ge=1)] = 32
     """Images are resized to size × size."""
     channels: Literal[1, 3] | None = None

@@ -12,10 +12,11 @@ import torch
 
 from fedprune.tasks.datasets.base import DATASETS, DataError, DataParams
 from fedprune.tasks.datasets.files import FileSource, Layout, Table, View
+from fedprune.uris import Uri
 
 
 class NpzParams(DataParams):
-    path: str
+    path: Uri
     """An .npz file with all four arrays, or a folder of train.npz / test.npz files."""
 
 

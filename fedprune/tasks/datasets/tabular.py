@@ -14,10 +14,11 @@ import torch
 
 from fedprune.tasks.datasets.base import DATASETS, DataError, DataParams
 from fedprune.tasks.datasets.files import FileSource, Table
+from fedprune.uris import Uri
 
 
 class TabularParams(DataParams):
-    path: str
+    path: Uri
     """A folder: train.<ext> and test.<ext>, or clients/<site>/train.<ext> and test.<ext>."""
     label: str
     """The label column."""

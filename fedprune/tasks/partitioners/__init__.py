@@ -25,7 +25,16 @@ def partition(
     rng = np.random.default_rng(seed)
     split = PARTITIONERS.get(params.kind)  # type: ignore[attr-defined]
     extra = {"sites": sites} if "sites" in inspect.signature(split).parameters else {}
-    return [np.sort(c) for c in split(np.asarray(labels), num_clients, params, rng=rng, **extra)]
+    clients = [np.sort(c) for c in split(np.asarray(labels), num_clients, params, rng=rng, **extra)]
+    minimum = getattr(params, "min_samples", 1)
+    short = [k for k, rows in enumerate(clients) if len(rows) < minimum]
+    if short:
+        raise PartitionError(
+            f"data.partition ({params.kind}) gives {len(short)} of {num_clients} clients "  # type: ignore[attr-defined]
+            f"fewer than {minimum} samples (client {short[0]}: {len(clients[short[0]])}); "
+            "lower data.num_clients or change the partition's settings"
+        )
+    return clients
 
 
 __all__ = ["PARTITIONERS", "Partition", "PartitionError", "Sites", "partition"]

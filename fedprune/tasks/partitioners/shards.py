@@ -9,18 +9,26 @@ import numpy as np
 from pydantic import Field
 
 from fedprune.registry import Params
-from fedprune.tasks.partitioners.base import PARTITIONERS, Partition
+from fedprune.tasks.partitioners.base import PARTITIONERS, MinSamples, Partition, PartitionError
 
 
 class ShardsParams(Params):
     shards_per_client: Annotated[int, Field(ge=1)] = 2
+    min_samples: MinSamples = 1
 
 
 @PARTITIONERS.register("shards", ShardsParams)
 def shards(
     labels: np.ndarray, num_clients: int, params: ShardsParams, *, rng: np.random.Generator
 ) -> Partition:
+    count = num_clients * params.shards_per_client
+    if count > len(labels):  # before allocating `count` shards, some of them empty
+        raise PartitionError(
+            f"data.partition.shards_per_client: {num_clients} clients × "
+            f"{params.shards_per_client} shards is more shards than the {len(labels)} "
+            "samples; lower shards_per_client or data.num_clients"
+        )
     order = np.argsort(labels, kind="stable")
-    pieces = np.array_split(order, num_clients * params.shards_per_client)
+    pieces = np.array_split(order, count)
     dealt = rng.permutation(len(pieces)).reshape(num_clients, params.shards_per_client)
     return [np.concatenate([pieces[i] for i in row]) for row in dealt]
