@@ -124,10 +124,43 @@ class SeaweedFS:
         return Minio(self.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY, secure=False)
 
 
-@dataclass(frozen=True)
+@dataclass
 class MlflowServer:
-    uri: str
-    proc: subprocess.Popen
+    """`mlflow server` on SQLite with artifacts in `artifacts` (a folder, or an S3 URI with
+    `env` naming the S3 server); it can be stopped and started again on the same port."""
+
+    folder: Path
+    artifacts: str
+    env: dict[str, str] = field(default_factory=dict)
+    port: int = field(default_factory=lambda: free_ports(1)[0])
+    proc: subprocess.Popen | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> MlflowServer:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        log = self.folder / "server.log"
+        self.proc = subprocess.Popen(
+            [
+                str(BIN / "mlflow"), "server", "--backend-store-uri",
+                f"sqlite:///{self.folder / 'mlflow.db'}", "--artifacts-destination",
+                self.artifacts, "--host", "127.0.0.1", "--port", str(self.port),
+                "--workers", "1",
+            ],
+            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **self.env},
+            cwd=self.folder,
+            stdout=log.open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        wait_http(f"{self.uri}/health", 120, self.proc, log)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop(self.proc)
 
 
 @pytest.fixture(scope="session")
@@ -142,34 +175,17 @@ def mlflow_server(
     s3_server: SeaweedFS, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[MlflowServer]:
     """SQLite backend, artifacts proxied to the `mlflow` bucket (clients never see S3)."""
-    folder = tmp_path_factory.mktemp("mlflow-server")
-    (port,) = free_ports(1)
     env = {
-        **os.environ,
-        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         "MLFLOW_S3_ENDPOINT_URL": f"http://{s3_server.endpoint}",
         "AWS_ACCESS_KEY_ID": ACCESS_KEY,
         "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
         "AWS_DEFAULT_REGION": "us-east-1",
     }
-    log = folder / "server.log"
-    proc = subprocess.Popen(
-        [
-            str(BIN / "mlflow"), "server", "--backend-store-uri",
-            f"sqlite:///{folder / 'mlflow.db'}", "--artifacts-destination",
-            "s3://mlflow/artifacts", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-        ],
-        env=env,
-        cwd=folder,
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )  # fmt: skip
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server"), "s3://mlflow/artifacts", env)
     try:
-        wait_http(f"http://127.0.0.1:{port}/health", 120, proc, log)
-        yield MlflowServer(f"http://127.0.0.1:{port}", proc)
+        yield server.start()
     finally:
-        stop(proc)
+        server.stop()
 
 
 @pytest.fixture

@@ -19,8 +19,10 @@ def broadcast(
     from fedprune.io.exchange import pod_runtime, read_model, write_broadcast
     from fedprune.io.publish import run_store
     from fedprune.io.state import ClientState
+    from fedprune.tracking.runs import end_on_signals
 
     cfg = parse_config(json.loads(config_json))
+    end_on_signals(cfg, run_id)  # SIGTERM: the MLflow run is marked KILLED
     rt = pod_runtime(cfg, shards.path, with_data=False)
     state = ClientState.after(run_store(cfg, run_id), round_ - 1)
     plan = plan_round(rt, read_model(global_model.path), state, round_=round_)

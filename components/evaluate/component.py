@@ -28,9 +28,10 @@ def evaluate(
     )
     from fedprune.io.publish import history_until, run_store
     from fedprune.io.state import ClientState
-    from fedprune.tracking.runs import tracker_for
+    from fedprune.tracking.runs import end_on_signals, tracker_for
 
     cfg = parse_config(json.loads(config_json))
+    end_on_signals(cfg, run_id)  # SIGTERM: the MLflow run is marked KILLED
     plan = read_broadcast(message.path)
     rt = pod_runtime(cfg, shards.path)  # the test set, standardised by the clients' statistics
     store = run_store(cfg, run_id)

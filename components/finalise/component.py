@@ -18,9 +18,10 @@ def finalise(
     from fedprune.io.exchange import pod_runtime, read_model
     from fedprune.io.publish import history_until, run_store
     from fedprune.io.state import ClientState
-    from fedprune.tracking.runs import tracker_for
+    from fedprune.tracking.runs import end_on_signals, tracker_for
 
     cfg = parse_config(json.loads(config_json))
+    end_on_signals(cfg, run_id)  # SIGTERM: the MLflow run is marked KILLED
     shutil.copyfile(model.path, final_model.path)
     store = run_store(cfg, run_id)
     tracker = tracker_for(cfg).attach(run_id)

@@ -11,9 +11,10 @@ def init_model(config_json: str, run_id: str, shards: Input[Dataset], model: Out
     from fedprune.engine.round import initial_model
     from fedprune.io.exchange import pod_runtime, write_model
     from fedprune.io.s3 import open_backend
-    from fedprune.tracking.runs import tracker_for
+    from fedprune.tracking.runs import end_on_signals, tracker_for
 
     cfg = parse_config(json.loads(config_json))
+    end_on_signals(cfg, run_id)  # SIGTERM: the MLflow run is marked KILLED
     rt = pod_runtime(cfg, shards.path)
     start, source = initial_model(rt, open_backend(cfg.store, cfg.s3))
     tracker_for(cfg).attach(run_id).set_tag("init_from", source)

@@ -22,8 +22,10 @@ def train_group(
     from fedprune.io.exchange import pod_runtime, read_broadcast, write_updates
     from fedprune.io.publish import run_store
     from fedprune.io.state import ClientState
+    from fedprune.tracking.runs import end_on_signals
 
     cfg = parse_config(json.loads(config_json))
+    end_on_signals(cfg, run_id)  # SIGTERM: the MLflow run is marked KILLED
     plan = read_broadcast(message.path)
     if site:
         rt = pod_runtime(cfg, shards.path, site=site)

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import yaml
+from pydantic import ValidationError
 
 from fedprune import steps
 from fedprune.config import ExperimentConfig, flatten
@@ -32,6 +34,7 @@ from fedprune.engine.round import (
     initial_model,
     plan_round,
 )
+from fedprune.errors import Interrupted, RunInterrupted
 from fedprune.io.publish import round_state
 from fedprune.io.s3 import open_backend
 from fedprune.io.state import ClientState
@@ -67,11 +70,17 @@ def resume_state(
     """The last published round's global model and metrics, after checking that the run exists,
     is unfinished, and was started with the same config."""
     try:
-        saved = yaml.safe_load(store.read("config.yaml"))
+        saved = ExperimentConfig.model_validate(yaml.safe_load(store.read("config.yaml")))
     except StoreError as error:
         raise StoreError(f"cannot resume run {store.run_id}: {error}") from None
+    except (yaml.YAMLError, ValidationError) as error:
+        reason = str(error).splitlines()[0]
+        raise StoreError(
+            f"cannot resume run {store.run_id}: {store.location}/config.yaml is corrupt "
+            f"({reason}); restore it from the run's MLflow artifacts (config.yaml)"
+        ) from None
     ours = flatten(cfg)
-    theirs = flatten(ExperimentConfig.model_validate(saved))
+    theirs = flatten(saved)
     changed = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
     if changed:
         raise StoreError(
@@ -195,12 +204,31 @@ def run_experiment(
         tracking.finish()
     except BaseException as error:
         tracking.abandon("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
+        if isinstance(error, KeyboardInterrupt):
+            raise interrupted(error, store, tracking, len(history)) from None
         raise
     finally:
         tracking.close()
         if pool is not None:
             pool.close()
     return RunResult(store.run_id, store.location, history, tracking.ui_hint(), costs)
+
+
+def interrupted(
+    error: KeyboardInterrupt, store: RunStore | None, tracking: Background, rounds: int
+) -> RunInterrupted:
+    """What a signal left: the rounds published whole (the one in flight is dropped) and how
+    to continue."""
+    number = error.signal_number if isinstance(error, Interrupted) else signal.SIGINT
+    name = signal.Signals(number).name
+    if store is None:
+        return RunInterrupted(f"stopped by {name} before round 1 was published", number)
+    kept = f"rounds 1–{rounds} of run {store.run_id} are" if rounds else "no round is yet"
+    return RunInterrupted(
+        f"stopped by {name}: {kept} published, the run is marked KILLED; continue it with "
+        f"`fedprune run CONFIG --resume {store.run_id}`",
+        number,
+    )
 
 
 def relog(tracking: Background, history: list[RoundMetrics]) -> None:

@@ -18,6 +18,7 @@ import torch.multiprocessing as torch_mp
 
 from fedprune import steps
 from fedprune.config import ExperimentConfig
+from fedprune.errors import ignore_signals
 from fedprune.records import ClientUpdate
 from fedprune.tasks.datasets import FederatedData
 from fedprune.tasks.partitioners import Partition
@@ -26,6 +27,7 @@ _worker: dict[str, steps.Runtime] = {}
 
 
 def _start(*, cfg: ExperimentConfig, data: FederatedData, shards: Partition, threads: int) -> None:
+    ignore_signals()  # Ctrl-C reaches the whole process group: the main process ends us
     torch.set_num_threads(threads)
     _worker["rt"] = steps.Runtime.build(cfg, data=data, shards=shards)
 

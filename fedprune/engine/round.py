@@ -82,7 +82,7 @@ def conclude_round(
     rejected: Sequence[steps.Rejection] = (),
 ) -> RoundMetrics:
     """Measure the round, run the callbacks, advance the clients' state and publish the
-    round (model, accepted updates, metrics history, state, the rejected uploads with their
+    round (model, accepted updates, its metrics, state, the rejected uploads with their
     reasons); returns the round's metrics. `state` and `history` are those after the previous
     round; `state` is advanced in place."""
     seconds = time.time() - plan.started  # training and aggregation; not the test pass
@@ -100,9 +100,7 @@ def conclude_round(
     if rt.method.personal:
         for update in updates:
             state.put_blob(PERSONAL, update.client, update.payload)
-    objects = round_objects(
-        candidate, updates, [*history, metrics], quarantine(everything, rejected)
-    )
+    objects = round_objects(candidate, updates, metrics, quarantine(everything, rejected))
     store.publish_round(plan.round, objects | state.objects(plan.round))
     return metrics
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import re
 
 from fedprune.config import ExperimentConfig
@@ -14,10 +15,15 @@ from fedprune.io.store import (
     MANIFEST,
     Backend,
     RunStore,
+    StoreError,
     model_and_state,
     model_bytes,
+    model_from_bytes,
+    round_folder,
 )
 from fedprune.records import ClientUpdate, GlobalModel, RoundMetrics
+
+log = logging.getLogger(__name__)
 
 
 def run_store(cfg: ExperimentConfig, run_id: str) -> RunStore:
@@ -31,11 +37,12 @@ def metrics_bytes(history: list[RoundMetrics]) -> bytes:
 def round_objects(
     global_model: GlobalModel,
     updates: list[ClientUpdate],
-    history: list[RoundMetrics],
+    metrics: RoundMetrics,
     quarantined: dict[str, bytes] | None = None,
 ) -> dict[str, bytes]:
     """A round's own objects: the new global model, what each accepted client sent, the
-    metrics history so far and the `quarantined` uploads the screening rejected (the
+    round's metrics (only its own: the history is the rounds' together, so the store grows
+    linearly with rounds) and the `quarantined` uploads the screening rejected (the
     clients' state is published beside them, `fedprune.io.state`)."""
     summaries = [
         {
@@ -51,45 +58,62 @@ def round_objects(
             global_model.weights, global_model.mask, global_model.state
         ),
         "updates.json": json.dumps(summaries, indent=2).encode(),
-        "metrics.json": metrics_bytes(history),
+        "metrics.json": json.dumps(dataclasses.asdict(metrics), indent=2).encode(),
         **(quarantined or {}),
     }
 
 
 def round_state(store: RunStore, round_: int) -> tuple[GlobalModel, list[RoundMetrics]]:
     """The global model after round `round_` and the metrics of rounds 1…`round_`."""
-    objects = store.load_round(round_, ["model.safetensors", "metrics.json"])
-    model = GlobalModel(*model_and_state(objects["model.safetensors"]))
-    history = [RoundMetrics(**m) for m in json.loads(objects["metrics.json"])]
-    return model, history
+    model = store.load_round(round_, ["model.safetensors"])["model.safetensors"]
+    return GlobalModel(*model_and_state(model)), history_until(store, round_)
 
 
 def history_until(store: RunStore, round_: int) -> list[RoundMetrics]:
-    """The metrics of rounds 1…`round_` as published with round `round_` (empty for 0)."""
-    if round_ == 0:
-        return []
+    """The metrics of rounds 1…`round_`, each read from its round (empty for 0)."""
+    return [round_metrics(store, r) for r in range(1, round_ + 1)]
+
+
+def round_metrics(store: RunStore, round_: int) -> RoundMetrics:
     raw = json.loads(store.load_round(round_, ["metrics.json"])["metrics.json"])
-    return [RoundMetrics(**m) for m in raw]
+    return RoundMetrics(
+        **(raw[-1] if isinstance(raw, list) else raw)
+    )  # a list: published by an older fedprune
 
 
 def latest_global(backend: Backend, experiment: str) -> tuple[GlobalModel, str] | None:
     """The most recently published global model of any run of `experiment` (for warm starts),
-    and where it came from; None if the experiment has no published round yet."""
+    and where it came from; None if the experiment has no published round yet. A round that
+    cannot be read (corrupt manifest or model) is skipped with a warning for the next newest:
+    one damaged run never stops the scheduled runs that warm-start from the experiment."""
     pattern = re.compile(rf"^{re.escape(experiment)}/([^/]+)/rounds/(\d+)/{MANIFEST}$")
-    last_round: dict[str, int] = {}
+    rounds_of: dict[str, list[int]] = {}
     for key in backend.list(f"{experiment}/"):
         if match := pattern.match(key):
-            run, round_ = match[1], int(match[2])
-            last_round[run] = max(last_round.get(run, 0), round_)
-    newest: tuple[float, str, int] | None = None
-    for run, round_ in last_round.items():
-        manifest = json.loads(backend.get(f"{experiment}/{run}/rounds/{round_:04d}/{MANIFEST}"))
-        stamp = float(manifest.get("published_at", 0.0))
-        if newest is None or stamp > newest[0]:
-            newest = (stamp, run, round_)
-    if newest is None:
+            rounds_of.setdefault(match[1], []).append(int(match[2]))
+    newest_first: list[tuple[float, RunStore, list[int]]] = []
+    for run, rounds in rounds_of.items():
+        store, rounds = RunStore(backend, experiment, run), sorted(rounds, reverse=True)
+        stamp = next((s for r in rounds if (s := _published_at(store, r)) is not None), None)
+        if stamp is not None:
+            newest_first.append((stamp, store, rounds))
+    newest_first.sort(key=lambda found: found[0], reverse=True)
+    for _, store, rounds in newest_first:
+        for round_ in rounds:
+            try:
+                model = store.load_round(round_, ["model.safetensors"])["model.safetensors"]
+            except StoreError as error:
+                log.warning("init_from latest: skipping round %d of run %s: %s", round_, store.run_id, error)  # fmt: skip
+                continue
+            # the model, not the strategy's state: the new run may aggregate with another rule
+            weights, mask = model_from_bytes(model)
+            return GlobalModel(weights, mask), f"{store.prefix}/{round_folder(round_)}"
+    return None
+
+
+def _published_at(store: RunStore, round_: int) -> float | None:
+    try:
+        return float(store.manifest(round_folder(round_)).get("published_at", 0.0))
+    except StoreError as error:
+        log.warning("init_from latest: skipping round %d of run %s: %s", round_, store.run_id, error)  # fmt: skip
         return None
-    _, run, round_ = newest
-    model, _ = round_state(RunStore(backend, experiment, run), round_)
-    # the model, not the strategy's state: the new run may aggregate with another rule
-    return GlobalModel(model.weights, model.mask), f"{experiment}/{run}/rounds/{round_:04d}"

@@ -2,7 +2,7 @@
 
 An update is rejected, with its reason, when its payload is malformed or not the global
 model's tensors (`PayloadError`: names, shapes, dtypes, lengths, bounded decompression), its
-values are not finite, its masks are not the global model's masked tensors, its sample count is
+values or its training loss are not finite, its masks are not the global model's masked tensors, its sample count is
 ≤ 0 or above the rows that client holds, its payload is above `aggregation.max_upload_bytes`,
 or (with `aggregation.outlier_norm`) its update norm is an outlier of the round. The rest go
 on while at least `aggregation.min_clients` remain; otherwise the round fails (`RoundFailed`)
@@ -55,6 +55,8 @@ def problem(
         return f"num_samples {update.num_samples} ≤ 0", None
     if held is not None and update.num_samples > held:
         return f"num_samples {update.num_samples} above the {held} rows it holds", None
+    if not math.isfinite(update.train_loss):
+        return f"training diverged (loss {update.train_loss}): lower client.lr", None
     if len(update.payload) > limit:
         return f"payload of {len(update.payload)} bytes above the bound of {limit}", None
     try:

@@ -42,19 +42,37 @@ def tracking_errors(uri: str) -> Iterator[None]:
         ) from None
 
 
+@contextlib.contextmanager
+def schema_lock(uri: str) -> Iterator[None]:
+    """For a SQLite database, one process at a time creates or migrates its schema: MLflow
+    does both on first use, and two runs starting together on a new database would race
+    (`duplicate column name`). A lock file beside the database; other URIs need none."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    database = Path(uri.removeprefix("sqlite:///"))
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(database.with_name(database.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 class Tracker:
     def __init__(self, uri: str, experiment: str, artifact_root: Path):
         from mlflow.tracking import MlflowClient
 
-        if uri.startswith("sqlite:///"):
-            Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self.uri = uri
         remote = uri.startswith(("http://", "https://"))
         if remote:
             for name, value in RETRY_DEFAULTS.items():
                 os.environ.setdefault(name, value)
-        self.client = MlflowClient(tracking_uri=uri)
-        with tracking_errors(uri):
+        with schema_lock(uri), tracking_errors(uri):
+            self.client = MlflowClient(tracking_uri=uri)
             self.experiment_id = self._experiment(experiment, remote, artifact_root)
         self.run_id = ""
 

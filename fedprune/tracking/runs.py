@@ -41,3 +41,19 @@ def run_spec(cfg: ExperimentConfig, engine: str) -> tuple[str, dict[str, str], d
 def start_run(tracker: Tracker, cfg: ExperimentConfig, engine: str) -> str:
     """Start the experiment's MLflow run."""
     return tracker.start(*run_spec(cfg, engine))
+
+
+def end_on_signals(cfg: ExperimentConfig, run_id: str) -> None:
+    """In a pod: SIGTERM (Kubernetes stopping it, e.g. a cancelled pipeline run) or SIGINT
+    marks the MLflow run KILLED and exits with 128 + the signal, well within the default 30 s
+    grace period. What the pod was writing is dropped: a round reaches the store whole
+    (manifest last) or not at all, and KFP keeps a failed step's outputs from the next."""
+    import signal
+
+    def stop(number: int, _frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: Kubernetes may send it again
+        tracker_for(cfg).attach(run_id).abandon("KILLED")
+        raise SystemExit(128 + number)
+
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, stop)

@@ -19,7 +19,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from fedprune.errors import UserError
+from fedprune.errors import UserError, ignore_signals
 from fedprune.tracking.mlflow import Tracker
 
 
@@ -28,6 +28,9 @@ def _answer(action, request: dict) -> dict:
         result = action(request)
     except UserError as error:
         return {"error": str(error), "user": True}
+    except OSError as error:  # disk full or read-only where MLflow keeps its files
+        where = f" ({error.filename})" if error.filename else ""
+        return {"error": f"MLflow could not write: {error.strerror or error}{where}", "user": True}
     except Exception:
         return {"error": traceback.format_exc(), "user": False}
     return {"ok": sorted(result) if isinstance(result, set) else result}
@@ -71,6 +74,7 @@ def serve(lines, out) -> None:
 def main() -> None:
     """Answers go to the original stdout, kept to themselves: MLflow prints to stdout (run
     links), so fd 1 and `sys.stdout` become stderr for everything else."""
+    ignore_signals()  # the training process marks the run KILLED through us, then ends us
     answers = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
     sys.stdout = sys.stderr
