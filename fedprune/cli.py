@@ -253,8 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     except RunInterrupted as error:
         console.print(f"[bold yellow]interrupted:[/] {error}", highlight=False)
         return error.exit_code
-    except KeyboardInterrupt as error:  # outside a run: nothing to keep
+    except KeyboardInterrupt as error:  # before a run started, or outside one: nothing to keep
         number = error.signal_number if isinstance(error, Interrupted) else signal.SIGINT
+        console.print(f"[bold yellow]interrupted[/] by {signal.Signals(number).name}")
         return 128 + number
 
 

@@ -108,11 +108,28 @@ class SeaweedFS:
         wait_http(f"http://{self.endpoint}/", 30, self.proc, log)
         client = self.client()
         deadline = time.monotonic() + 30
-        while not all(client.bucket_exists(b) for b in BUCKETS):  # created just after start
+        while not self._serves(client):  # buckets are created, volumes join, just after start
             if time.monotonic() > deadline:
-                raise RuntimeError(f"buckets {BUCKETS} not created:\n{log.read_text()[-3000:]}")
+                raise RuntimeError(f"{BUCKETS} not served:\n{log.read_text()[-3000:]}")
             time.sleep(0.1)
         return self
+
+    @staticmethod
+    def _serves(client) -> bool:
+        """Every bucket exists and takes a write and a read (after a restart the filer lists
+        before the volume server serves reads)."""
+        import io
+
+        try:
+            for bucket in BUCKETS:
+                client.put_object(bucket, ".ready", io.BytesIO(b"ok"), 2)
+                response = client.get_object(bucket, ".ready")
+                response.read()
+                response.close()
+                response.release_conn()
+        except Exception:  # not up yet: any client error
+            return False
+        return True
 
     def stop(self) -> None:
         if self.proc is not None:

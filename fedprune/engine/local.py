@@ -199,6 +199,7 @@ def run_experiment(
             tracking.log_metrics(metrics.flat(), step=round_)
             progress.round_done(metrics)
         store = store or new_run_store(rt, backend, tracking)  # a resume with no round left
+        tracking.drain()  # MLflow has every round before the run is published finished
         costs = final_costs(rt, global_model, state)
         finish(rt, store, tracking, global_model=global_model, history=history, costs=costs)
         tracking.finish()
