@@ -58,7 +58,10 @@ def test_unknown_method_lists_the_methods():
         ({"pruning": {"method": "feddst"}, "client": {"vectorize": True}}, "client.vectorize"),
         ({"pruning": {"method": "prunefl"}, "aggregation": {"method": "fedavg"}}, "mask-aware"),
         ({"pruning": {"method": "prunefl", "initial_client": 10}}, "initial_client"),
-        ({"pruning": {"personal": True}}, "pruning.personal: unknown key (for method 'magnitude')"),
+        (
+            {"pruning": {"personal": True}},
+            "pruning.personal: unknown key (for method 'magnitude', the default: set `method`)",
+        ),
         (
             {"pruning": {"method": "lottery", "personal": True}, "client": {"vectorize": True}},
             "client.vectorize",
@@ -75,6 +78,20 @@ def test_unknown_method_lists_the_methods():
             "pruning.validation_share",
         ),
         ({"pruning": {"schedule": {"target": 0.9}}}, "pruning.schedule.target: unknown key"),
+        (
+            {
+                "rounds": 10,
+                "pruning": {"schedule": {"kind": "gradual", "target": 0.9, "end_round": 12}},
+            },
+            "reaches 89% by round 10, the last, not its target 90% (it gets there after round 12)",
+        ),
+        (
+            {
+                "rounds": 10,
+                "pruning": {"schedule": {"kind": "oneshot", "target": 0.9, "at_round": 11}},
+            },
+            "(oneshot) reaches 0% by round 10",
+        ),
     ],
 )
 def test_method_combinations_that_cannot_work_are_refused(raw, field):

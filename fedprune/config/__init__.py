@@ -21,7 +21,7 @@ from fedprune.io.codec import CompressionConfig
 from fedprune.io.s3 import S3Config
 from fedprune.io.store import folder_name_problem
 from fedprune.pruning.methods import METHODS
-from fedprune.pruning.schedules import SCHEDULES
+from fedprune.pruning.schedules import SCHEDULES, schedule_for
 from fedprune.registry import IMPORTED, ImportPath, Params, is_import_path
 from fedprune.strategies import STRATEGIES
 from fedprune.tasks.datasets import DATASETS
@@ -171,6 +171,7 @@ class ExperimentConfig(Params):
             raise ValueError("registry.name registers the MLflow model: set export.mlflow_model")
         if self.store.startswith("s3://") and self.s3.endpoint is None:
             raise ValueError("s3.endpoint is required when store is s3://… (e.g. minio:9000)")
+        check_reached(self.pruning.schedule, self.rounds)
         return self
 
     def clients_per_round(self) -> int:
@@ -178,6 +179,25 @@ class ExperimentConfig(Params):
             return self.sampling.count
         fraction = self.sampling.fraction if self.sampling.fraction is not None else 1.0
         return max(1, round(fraction * self.data.num_clients))
+
+
+def check_reached(params: Params, rounds: int) -> None:
+    """A schedule must reach its target by the last round: a ramp that ends after it, or a
+    one-shot round past it, would validate as "to 90%" and leave the run less sparse."""
+    target = getattr(params, "target", None)
+    if target is None:
+        return
+    schedule = schedule_for(params)
+    reached = schedule.target(rounds)
+    if reached >= target - 1e-9:
+        return
+    needed = next((r for r in range(rounds + 1, rounds + 100_000) if schedule.target(r) >= target - 1e-9), None)  # fmt: skip
+    when = f"it gets there after round {needed}" if needed else "it never gets there"
+    raise ValueError(
+        f"pruning.schedule ({params.kind}) reaches {100 * reached:.0f}% by round {rounds}, "  # type: ignore[attr-defined]
+        f"the last, not its target {100 * target:.0f}% ({when}): end the schedule by round "
+        f"{rounds} or raise rounds"
+    )
 
 
 class ConfigError(UserError):
@@ -200,10 +220,12 @@ def _field(loc: tuple, raw: object) -> tuple[str, str]:
             if tag is None and part == IMPORTED:  # an entry named by its import path
                 tag = next((t for t in TAGS if is_import_path(str(raw.get(t, "")))), None)
                 part = raw[tag] if tag else part
-            if tag is None and part not in raw and part in REGISTERED_DEFAULTS:
+            defaulted = tag is None and part not in raw and part in REGISTERED_DEFAULTS
+            if defaulted:
                 tag = REGISTERED_DEFAULTS[part]  # the tag was left to its default
             if tag is not None:
-                chosen, tagged = f" (for {tag} '{part}')", True
+                default = f", the default: set `{tag}`" if defaulted else ""
+                chosen, tagged = f" (for {tag} '{part}'{default})", True
                 continue
         tagged = False
         parts.append(str(part))
