@@ -8,15 +8,17 @@ import math
 import os
 import signal
 import sys
+from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rich.console import Console, Group
+from rich.console import Group
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from fedprune.config import ExperimentConfig, load_config
+from fedprune.console import console, fit_output
 from fedprune.errors import Interrupted, RunInterrupted, UserError, raise_on_signals
 from fedprune.kubeflow_cli import add_kubeflow_commands
 from fedprune.pruning.methods import METHODS
@@ -27,7 +29,6 @@ if TYPE_CHECKING:
     from fedprune.records import RoundMetrics
 
 EXIT_BAD_INPUT = 2
-console = Console()
 
 
 def round_table(main: str) -> Table:
@@ -44,8 +45,9 @@ def shown(main: str, value: float) -> str:
 
 
 class LiveProgress:
-    """A bar over all client trainings of the run, above a table that grows by one row a round
-    (the task's main metric, `main`, in its second column)."""
+    """On a terminal: a bar over all client trainings of the run, above a table that grows by
+    one row a round (the task's main metric, `main`, in its second column). In a pipe or a
+    log: the table's header once, then one line per round, nothing redrawn."""
 
     def __init__(self, main: str) -> None:
         self.main = main
@@ -54,10 +56,14 @@ class LiveProgress:
             TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
         )
         self.live = Live(Group(self.table, self.bar), console=console, refresh_per_second=4)
+        self.redraw = console.is_terminal
 
     def start(self, rounds: int, clients_per_round: int) -> None:
         self.task = self.bar.add_task("clients", total=rounds * clients_per_round)
-        self.live.start()
+        if self.redraw:
+            self.live.start()
+        else:
+            console.print(" | ".join(c.header for c in self.table.columns), highlight=False)
 
     def client_done(self, count: int = 1) -> None:
         self.bar.advance(self.task, count)
@@ -74,11 +80,12 @@ class LiveProgress:
             f"{m.seconds:.1f}",
         )
         self.table.add_row(*row)
-        if not console.is_terminal:  # logs and CI: a line per round instead of a live redraw
-            console.print("round " + " | ".join(row), highlight=False)
+        if not self.redraw:
+            console.print(" | ".join(row), highlight=False)
 
     def stop(self) -> None:
-        self.live.stop()
+        if self.redraw:
+            self.live.stop()
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -159,36 +166,55 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from fedprune.tracking.compare import summarise
     from fedprune.tracking.plots import plot_lines
 
+    check_tracking_exists(args.tracking)
+    if args.plot is not None and not args.plot.parent.is_dir():
+        raise UserError(f"--plot: folder {args.plot.parent} does not exist")
     found = summarise(
         args.tracking, experiment=args.experiment, metric=args.metric, target=args.target
     )
     runs, metric = found.runs, found.metric
+    percent = metric.endswith("accuracy")
     title = args.experiment or "all experiments"
     table = Table(title=f"{title}: runs by final {metric}", show_edge=False)
-    reach = f"to {args.target:g}" if args.target is not None else "to target"
-    columns = ("run", "method", "sparsity", "final", "best", "MB up", reach)
-    for column in (*columns, "wall s"):
+    unit = " %" if percent else ""
+    reach = f"rounds to {args.target:g}" if args.target is not None else "rounds to target"
+    columns = ("run", "method", "target sparsity", "reached sparsity", f"final{unit}",
+               f"best{unit}", "MB up", reach, "rounds s")  # fmt: skip
+    for column in columns:
         justify = "left" if column in ("run", "method") else "right"
         # Only the method name may fold onto a second line when the terminal is narrow.
         table.add_column(column, justify=justify, no_wrap=column != "method", overflow="fold")
+    scale = 100.0 if percent else 1.0
     for r in runs:
         table.add_row(
             r.run_id[:8],
             r.method,
-            f"{r.sparsity:.2f}",
-            f"{r.final:.4f}",
-            f"{r.best:.4f}",
+            "-" if math.isnan(r.target_sparsity) else f"{100 * r.target_sparsity:.0f}%",
+            f"{100 * r.sparsity:.1f}%",
+            f"{scale * r.final:.2f}" if percent else f"{r.final:.4g}",
+            f"{scale * r.best:.2f}" if percent else f"{r.best:.4g}",
             f"{r.mb_uploaded:.2f}",
             "-" if r.rounds_to_target is None else str(r.rounds_to_target),
-            f"{r.wall_s:.1f}",
+            f"{r.rounds_s:.1f}",
         )
     console.print(table)
-    lines = {
-        f"{r.run_id[:8]} {r.method} {r.sparsity:.0%}": (r.cumulative_mb, r.curve) for r in runs
-    }
-    plot_lines(lines, xlabel="cumulative MB uploaded", ylabel=metric, title=title, path=args.plot)
-    console.print(f"plot: {args.plot}")
+    if args.plot is not None:
+        lines = {
+            f"{r.run_id[:8]} {r.method} {r.sparsity:.0%}": (r.cumulative_mb, r.curve) for r in runs
+        }
+        plot_lines(lines, xlabel="cumulative MB uploaded", ylabel=metric, title=title, path=args.plot)  # fmt: skip
+        console.print(f"plot: {args.plot}")
     return 0
+
+
+def check_tracking_exists(uri: str) -> None:
+    """`compare` reads what it is pointed at: a SQLite file that is not there is an error,
+    never a new empty database in the current folder."""
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        raise UserError(
+            f"--tracking: no MLflow database at {uri.removeprefix('sqlite:///')} (run from "
+            "the folder of your runs, or pass --tracking / set MLFLOW_TRACKING_URI)"
+        )
 
 
 def cmd_data_fetch(args: argparse.Namespace) -> int:
@@ -204,15 +230,16 @@ def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
         prog="fedprune", description="Federated learning with model pruning."
     )
+    root.add_argument("--version", action="version", version=f"fedprune {version('fedprune')}")
     sub = root.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run an experiment with the local engine")
-    run.add_argument("config", type=Path)
+    run.add_argument("config", type=Path, help="the experiment's YAML config")
     run.add_argument(
         "--resume", metavar="RUN_ID", help="continue this run from its last published round"
     )
     run.set_defaults(handler=cmd_run)
     validate = sub.add_parser("validate", help="check a config file without running it")
-    validate.add_argument("config", type=Path)
+    validate.add_argument("config", type=Path, help="the experiment's YAML config")
     validate.set_defaults(handler=cmd_validate)
     compare = sub.add_parser("compare", help="table and plot of finished runs from MLflow")
     compare.add_argument("--experiment", help="only this experiment (default: all)")
@@ -225,12 +252,14 @@ def parser() -> argparse.ArgumentParser:
         default=os.environ.get("MLFLOW_TRACKING_URI", ExperimentConfig().tracking),
         help="MLflow URI (default: $MLFLOW_TRACKING_URI, else the embedded database)",
     )
-    compare.add_argument("--plot", type=Path, default=Path("compare.png"))
+    compare.add_argument(
+        "--plot", type=Path, help="also draw the metric against MB uploaded into this PNG"
+    )
     compare.set_defaults(handler=cmd_compare)
     data = sub.add_parser("data", help="data sets")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     fetch_cmd = data_sub.add_parser("fetch", help="obtain a data set into $FEDPRUNE_DATA")
-    fetch_cmd.add_argument("name", choices=fetchable())
+    fetch_cmd.add_argument("name", choices=fetchable(), help="the data set")
     fetch_cmd.set_defaults(handler=cmd_data_fetch)
     add_kubeflow_commands(sub)
     return root
@@ -245,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # its DB-migration chatter
     logging.getLogger("alembic").setLevel(logging.WARNING)
     raise_on_signals()
+    fit_output()
     try:
         return args.handler(args)
     except UserError as error:

@@ -1,6 +1,7 @@
 """End to end on a real MNIST subset, through the real MLflow (SQLite) and run folder."""
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -133,9 +134,16 @@ def test_cli_run_prints_table_and_summary(make_config, tmp_path, capsys):
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg.model_dump()))
     assert main(["run", str(path)]) == 0
-    out = capsys.readouterr().out
-    assert "acc %" in out and "MB up" in out
-    assert "artifacts:" in out and "mlflow ui --backend-store-uri" in out
+    lines = capsys.readouterr().out.splitlines()
+    # Not a terminal: the header once, a line per round, nothing redrawn or folded.
+    headers = [line for line in lines if line.startswith("round |")]
+    assert headers == ["round | acc % | loss | sparsity % | MB up | MB down | rejected | s"]
+    rounds = [line.split(" | ")[0] for line in lines[lines.index(headers[0]) + 1 :][:2]]
+    assert rounds == ["1", "2"]
+    hint = next(line for line in lines if line.startswith("MLflow run"))
+    mlflow = str(Path(sys.executable).parent / "mlflow")
+    assert f"{mlflow} ui --backend-store-uri" in hint, "the command works as pasted, whole"
+    assert any(line.startswith("artifacts: ") for line in lines)
 
 
 def test_impossible_partition_fails_before_any_run(make_config, mnist_small, tmp_path):

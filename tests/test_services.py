@@ -285,8 +285,9 @@ def test_transient_outage_is_retried(s3_env, tmp_path):
 
 
 def test_compare_orders_dense_50_and_90_percent(
-    s3_server, mlflow_server, mnist_tiny, s3_env, tmp_path, capsys
+    s3_server, mlflow_server, mnist_tiny, s3_env, tmp_path, capsys, monkeypatch
 ):
+    (tmp_path / "elsewhere").mkdir()
     experiment = f"compare-{uuid.uuid4().hex[:8]}"
     runs = {}
     for label, pruning in (
@@ -316,17 +317,27 @@ def test_compare_orders_dense_50_and_90_percent(
     ]
     assert len(rows) == 3
     by_final = sorted(runs, key=lambda k: -runs[k].history[-1].test["accuracy"])
-    targets = {"dense": "0.00", "50": "0.50", "90": "0.90"}
+    targets = {"dense": "-", "50": "50%", "90": "90%"}
     assert [row[2] for row in rows] == [targets[k] for k in by_final]
     for row in rows:
         label = next(k for k, v in targets.items() if v == row[2])
         history = runs[label].history
-        assert row[3] == f"{history[-1].test['accuracy']:.4f}"
-        assert float(row[5]) == pytest.approx(sum(m.bytes_up for m in history) / 1e6, abs=0.01)
+        assert row[3] == f"{100 * history[-1].sparsity:.1f}%", "the sparsity reached"
+        assert row[4] == f"{100 * history[-1].test['accuracy']:.2f}", "accuracy in %"
+        assert float(row[6]) == pytest.approx(sum(m.bytes_up for m in history) / 1e6, abs=0.01)
+        assert float(row[8]) == pytest.approx(sum(m.seconds for m in history), abs=0.1)
     mb = {k: sum(m.bytes_up for m in r.history) for k, r in runs.items()}
     assert mb["dense"] > mb["50"] > mb["90"], "pruning shrinks what clients upload"
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert plot.stat().st_size > 10_000
+
+    # without --plot nothing is written; a database that is not there is an error, not created
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert main(argv) == 0 and list(Path().iterdir()) == []
+    assert main(["compare", "--tracking", "sqlite:///fedprune-runs/mlflow.db"]) == 2
+    assert list(Path().iterdir()) == []
+    assert main([*argv, "--plot", "missing/c.png"]) == 2
+    assert "--plot: folder missing does not exist" in capsys.readouterr().out
 
 
 def test_resuming_a_finished_s3_run_exits_cleanly_and_changes_nothing(

@@ -1,6 +1,7 @@
 """`fedprune submit | schedule` against a local HTTP server that records what the real
 kfp.Client sends (the KFP v2beta1 REST API), on 127.0.0.1."""
 
+import argparse
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fedprune.cli import main
+from fedprune.cli import main, parser
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,7 +82,9 @@ def kfp_host():
 @pytest.fixture
 def config(tmp_path) -> Path:
     path = tmp_path / "exp.yaml"
-    path.write_text(yaml.safe_dump({"experiment": "nightly-mnist", "rounds": 2}))
+    cluster = {"store": "s3://fedprune/runs", "s3": {"endpoint": "minio:9000"}}
+    raw = {"experiment": "nightly-mnist", "rounds": 2, **cluster, "tracking": "http://mlflow:5000"}
+    path.write_text(yaml.safe_dump(raw))
     return path
 
 
@@ -149,3 +152,48 @@ def test_unreachable_host_is_a_clear_message(config, capsys):
     assert main(["submit", str(config), "--host", "http://127.0.0.1:9"]) == 2
     out = capsys.readouterr().out
     assert "cannot reach Kubeflow Pipelines at http://127.0.0.1:9" in out
+
+
+def test_local_store_and_sqlite_are_refused_before_any_request(kfp_host, tmp_path, capsys):
+    local = tmp_path / "local.yaml"
+    local.write_text(yaml.safe_dump({"experiment": "laptop", "rounds": 2}))
+    assert main(["submit", str(local), "--host", kfp_host]) == 2
+    out = " ".join(capsys.readouterr().out.split())
+    assert "store 'fedprune-runs' is a folder on this machine" in out
+    assert "tracking 'sqlite:///fedprune-runs/mlflow.db' is a file on this machine" in out
+    cron = ["--cron", "0 0 2 * * *"]
+    assert main(["schedule", str(local), "--host", kfp_host, *cron]) == 2
+    assert FakeKfp.requests == []
+    # compile only warns: the YAML may be meant for a cluster config merged in later
+    assert main(["compile", str(local), "-o", str(tmp_path / "p.yaml")]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "warning: store 'fedprune-runs'" in out
+    assert "the aggregate pods request 1 nvidia.com/gpu each" in out
+
+
+def test_host_without_scheme_and_missing_output_folder_are_one_line_errors(
+    config, tmp_path, capsys
+):
+    with pytest.raises(SystemExit) as exited:
+        main(["submit", str(config), "--host", "nosuchhost"])
+    assert exited.value.code == 2
+    assert "'nosuchhost' is not an http:// or https:// URL" in capsys.readouterr().err
+    assert main(["compile", str(config), "-o", str(tmp_path / "no" / "p.yaml")]) == 2
+    assert "does not exist" in capsys.readouterr().out
+
+
+def test_every_option_has_help_and_there_is_a_version(capsys):
+    def walk(parser):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from ((f"{name} {where}", a) for where, a in walk(sub))
+            elif not isinstance(action, argparse._HelpAction):
+                yield action.dest, action
+
+    missing = [where for where, action in walk(parser()) if not action.help]
+    assert missing == []
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.startswith("fedprune ")

@@ -21,14 +21,17 @@ LOWER_IS_BETTER = ("loss", "rmse", "mae", "bytes_up", "bytes_down", "seconds")
 class RunSummary:
     run_id: str
     method: str
+    target_sparsity: float
+    """Its schedule's target (NaN for a dense run)."""
     sparsity: float
-    """The sparsity the run reached (its last round's), not its schedule's target."""
+    """The sparsity the run reached (its last round's)."""
     final: float
     best: float
     mb_uploaded: float
     rounds_to_target: int | None
     """First round whose metric reached the target; None if none did."""
-    wall_s: float
+    rounds_s: float
+    """Seconds its rounds took (metric `seconds` summed): a resumed run's downtime is not in it."""
     cumulative_mb: list[float]
     """Cumulative MB uploaded after each round, beside `curve` (the metric per round)."""
     curve: list[float]
@@ -73,6 +76,9 @@ def summarise(
             uploads = {
                 p.step: p.value for p in client.get_metric_history(run.info.run_id, "bytes_up")
             }
+            seconds = {
+                p.step: p.value for p in client.get_metric_history(run.info.run_id, "seconds")
+            }
             if not by_step:
                 continue
             steps = sorted(by_step)
@@ -82,12 +88,13 @@ def summarise(
                 RunSummary(
                     run_id=run.info.run_id,
                     method=run.data.tags.get("method", "?"),
+                    target_sparsity=float(run.data.params.get("pruning.schedule.target", math.nan)),
                     sparsity=run.data.metrics.get("sparsity", math.nan),
                     final=curve[-1],
                     best=best(curve),
                     mb_uploaded=sum(uploads.values()) / 1e6,
                     rounds_to_target=reached[0] if reached else None,
-                    wall_s=(run.info.end_time - run.info.start_time) / 1000,
+                    rounds_s=sum(seconds.values()),
                     cumulative_mb=[b / 1e6 for b in accumulate(uploads.get(s, 0.0) for s in steps)],
                     curve=curve,
                 )

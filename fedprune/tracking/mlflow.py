@@ -232,7 +232,13 @@ class Tracker:
 
 
 def ui_hint(uri: str) -> str:
-    """How to look at runs tracked at `uri`."""
+    """How to look at runs tracked at `uri`: a command that works as pasted, with the
+    `mlflow` of this environment by its path (the venv need not be active)."""
+    import shlex
+    import sys
+
     if uri.startswith(("http://", "https://")):
         return f"open {uri}"
-    return f"mlflow ui --backend-store-uri {uri}  (then open http://127.0.0.1:5000)"
+    beside = Path(sys.executable).parent / "mlflow"
+    mlflow = shlex.quote(str(beside)) if beside.exists() else "mlflow"
+    return f"{mlflow} ui --backend-store-uri {shlex.quote(uri)}  (then open http://127.0.0.1:5000)"
