@@ -228,7 +228,9 @@ def rows_from_store(root: Path) -> list[Row]:
         if not (folder / "costs.json").exists():
             continue  # unfinished
         cfg = ExperimentConfig.model_validate(yaml.safe_load((folder / "config.yaml").read_text()))
-        history = [RoundMetrics(**m) for m in json.loads((folder / "metrics.json").read_text())]
+        history = [
+            RoundMetrics.from_json(m) for m in json.loads((folder / "metrics.json").read_text())
+        ]
         partition = next(k for k, v in PARTITIONS.items() if v["kind"] == cfg.data.partition.kind)
         sparsity = cfg.pruning.schedule.target if label(cfg) != "dense" else 0.0
         spec = Spec(cfg.data.dataset, partition, label(cfg), sparsity, cfg.rounds, str(root), "")

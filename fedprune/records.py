@@ -84,6 +84,14 @@ class RoundMetrics:
     """Client id → why its upload was rejected (its payload is kept in the round's
     `rejected/` folder)."""
 
+    def to_json(self) -> dict:
+        """Valid JSON (no bare NaN): a metric not measured is null."""
+        return _nan_to_null(asdict(self))
+
+    @classmethod
+    def from_json(cls, raw: dict) -> RoundMetrics:
+        return cls(**_null_to_nan(raw))
+
     def flat(self) -> dict[str, float]:
         """MLflow metrics of the round (the round itself is the step); a round that was not
         tested (`eval.every`) has no accuracy or loss."""
@@ -156,3 +164,19 @@ class RoundPlan:
 def seed_for(*parts: int) -> int:
     """A well-mixed 63-bit seed from (experiment seed, round, client, …)."""
     return int(np.random.SeedSequence(list(parts)).generate_state(1, np.uint64)[0] >> 1)
+
+
+def _nan_to_null(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _nan_to_null(v) for k, v in value.items()}
+    return value
+
+
+def _null_to_nan(value):
+    if value is None:
+        return math.nan
+    if isinstance(value, dict):
+        return {k: _null_to_nan(v) for k, v in value.items()}
+    return value

@@ -42,7 +42,10 @@ def test_server_pruning_run(make_config, mnist_small):
     assert {"config.yaml", "model.safetensors", "metrics.json", "plots"} <= artifacts
 
     folder = Path(result.location)
-    assert len(json.loads((folder / "metrics.json").read_text())) == 3
+    strict = json.loads(
+        (folder / "metrics.json").read_text(), parse_constant=lambda c: pytest.fail(f"bare {c}")
+    )
+    assert len(strict) == 3 and strict[0]["personal_accuracy"] is None, "valid JSON: null"
     weights, mask = model_from_bytes((folder / "model.safetensors").read_bytes())
     kept = sum(int(m.sum()) for m in mask.values())
     total = sum(m.numel() for m in mask.values())

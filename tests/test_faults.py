@@ -62,7 +62,7 @@ def exact(history: list[RoundMetrics]) -> list[tuple]:
 
 
 def final_history(store: RunStore) -> list[RoundMetrics]:
-    return [RoundMetrics(**m) for m in json.loads(store.load("")["metrics.json"])]
+    return [RoundMetrics.from_json(m) for m in json.loads(store.load("")["metrics.json"])]
 
 
 def only_run(tracking: str, experiment: str):

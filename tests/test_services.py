@@ -155,7 +155,7 @@ def test_sigkill_in_round_3_then_resume_matches_uninterrupted(
     assert main(["run", str(path), "--resume", run_id]) == 0
 
     resumed = json.loads(store.load("")["metrics.json"])
-    assert exact([RoundMetrics(**m) for m in resumed]) == exact(uninterrupted.history)
+    assert exact([RoundMetrics.from_json(m) for m in resumed]) == exact(uninterrupted.history)
     mlflow = MlflowClient(mlflow_server.uri)
     assert mlflow.get_run(run_id).info.status == "FINISHED"
     steps = [p.step for p in mlflow.get_metric_history(run_id, "test_accuracy")]

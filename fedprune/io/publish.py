@@ -4,7 +4,6 @@ every run, wherever it ran, can be inspected, compared, resumed from and warm-st
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import re
@@ -31,7 +30,7 @@ def run_store(cfg: ExperimentConfig, run_id: str) -> RunStore:
 
 
 def metrics_bytes(history: list[RoundMetrics]) -> bytes:
-    return json.dumps([dataclasses.asdict(m) for m in history], indent=2).encode()
+    return json.dumps([m.to_json() for m in history], indent=2, allow_nan=False).encode()
 
 
 def round_objects(
@@ -58,7 +57,7 @@ def round_objects(
             global_model.weights, global_model.mask, global_model.state
         ),
         "updates.json": json.dumps(summaries, indent=2).encode(),
-        "metrics.json": json.dumps(dataclasses.asdict(metrics), indent=2).encode(),
+        "metrics.json": json.dumps(metrics.to_json(), indent=2, allow_nan=False).encode(),
         **(quarantined or {}),
     }
 
@@ -76,9 +75,7 @@ def history_until(store: RunStore, round_: int) -> list[RoundMetrics]:
 
 def round_metrics(store: RunStore, round_: int) -> RoundMetrics:
     raw = json.loads(store.load_round(round_, ["metrics.json"])["metrics.json"])
-    return RoundMetrics(
-        **(raw[-1] if isinstance(raw, list) else raw)
-    )  # a list: published by an older fedprune
+    return RoundMetrics.from_json(raw[-1] if isinstance(raw, list) else raw)  # a list: older
 
 
 def latest_global(backend: Backend, experiment: str) -> tuple[GlobalModel, str] | None:
