@@ -95,7 +95,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     main = TASKS.get(cfg.task.kind).main
     view = LiveProgress(main)
     try:
-        result = run_experiment(cfg, progress=view, resume=args.resume)
+        result = run_experiment(cfg, progress=view, resume=args.resume, run_name=args.run_name)
     finally:
         view.stop()
     last = result.history[-1]
@@ -236,6 +236,9 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("config", type=Path, help="the experiment's YAML config")
     run.add_argument(
         "--resume", metavar="RUN_ID", help="continue this run from its last published round"
+    )
+    run.add_argument(
+        "--run-name", help="the MLflow run's name (default: method, target and short run id)"
     )
     run.set_defaults(handler=cmd_run)
     validate = sub.add_parser("validate", help="check a config file without running it")

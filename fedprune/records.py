@@ -77,6 +77,10 @@ class RoundMetrics:
     MLflow `site.<site>.test_<name>`."""
     extra: dict[str, float] = field(default_factory=dict)
     """What the config's callbacks returned for this round (`callbacks`)."""
+    mb_up_total: float = 0.0
+    """MB uploaded in rounds 1 … this one: the x-axis of accuracy against bytes in the MLflow
+    UI (a chart's x-axis can be any metric)."""
+    mb_down_total: float = 0.0
     rejected_updates: int = 0
     """Uploads the server's screening rejected (`fedprune.steps.screening`); the byte and
     sample counts above are of the accepted ones."""

@@ -35,9 +35,17 @@ def test_server_pruning_run(make_config, mnist_small):
     assert run.info.status == "FINISHED"
     assert run.data.params["pruning.schedule.target"] == "0.8"
     assert run.data.tags["method"] == "magnitude-server-oneshot"
+    assert run.data.tags["sparsity_target"] == "80%"
+    assert run.info.run_name == f"magnitude-server-oneshot-80%-{result.run_id[:8]}"
+    assert not [k for k in run.data.params if k.startswith(("kubeflow.", "s3."))], "no cluster"
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     for metric in ("test_accuracy", "test_loss", "sparsity", "bytes_up", "bytes_down", "seconds"):
         history = client.get_metric_history(result.run_id, metric)
         assert sorted(p.step for p in history) == [1, 2, 3], metric
+    total = client.get_metric_history(result.run_id, "mb_up_total")
+    running = [sum(m.bytes_up for m in result.history[:r]) / 1e6 for r in (1, 2, 3)]
+    assert [p.value for p in sorted(total, key=lambda p: p.step)] == pytest.approx(running)
     artifacts = {a.path for a in client.list_artifacts(result.run_id)}
     assert {"config.yaml", "model.safetensors", "metrics.json", "plots"} <= artifacts
 
@@ -136,7 +144,7 @@ def test_cli_run_prints_table_and_summary(make_config, tmp_path, capsys):
     cfg = make_config(rounds=2, pruning={"schedule": {"kind": "oneshot", "target": 0.8}})
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg.model_dump()))
-    assert main(["run", str(path)]) == 0
+    assert main(["run", str(path), "--run-name", "nightly baseline"]) == 0
     lines = capsys.readouterr().out.splitlines()
     # Not a terminal: the header once, a line per round, nothing redrawn or folded.
     headers = [line for line in lines if line.startswith("round |")]
@@ -147,6 +155,10 @@ def test_cli_run_prints_table_and_summary(make_config, tmp_path, capsys):
     mlflow = str(Path(sys.executable).parent / "mlflow")
     assert f"{mlflow} ui --backend-store-uri" in hint, "the command works as pasted, whole"
     assert any(line.startswith("artifacts: ") for line in lines)
+    (run,) = MlflowClient(cfg.tracking).search_runs(
+        [MlflowClient(cfg.tracking).get_experiment_by_name(cfg.experiment).experiment_id]
+    )
+    assert run.info.run_name == "nightly baseline", "--run-name is taken as given"
 
 
 def test_impossible_partition_fails_before_any_run(make_config, mnist_small, tmp_path):

@@ -131,8 +131,10 @@ def run_experiment(
     data: FederatedData | None = None,
     progress: Progress | None = None,
     resume: str | None = None,
+    run_name: str | None = None,
 ) -> RunResult:
     """Run (or, with `resume`, continue) an experiment; the result holds every round's metrics.
+    `run_name` names the MLflow run (default: method, target and short id).
 
     MLflow opens in a process of its own (`fedprune.tracking.background`) while the initial
     model is built and round 1 trains; the run's store folder is named by the MLflow run id,
@@ -146,8 +148,7 @@ def run_experiment(
     if resume:
         store = RunStore(backend, cfg.experiment, resume)
         restored, history = resume_state(store, cfg)
-    name, params, tags = run_spec(cfg, engine="local")
-    opening = {"reopen": resume} if resume else {"start": [name, params, tags]}
+    opening = {"reopen": resume} if resume else {"start": run_spec(cfg, "local", run_name)}
     tracking = Background(cfg.tracking, cfg.experiment, artifact_root(cfg), opening)
     if cfg.export.mlflow_model:
         tracking.prepare_model_logging()

@@ -90,6 +90,11 @@ def conclude_round(
     metrics = steps.round_metrics(
         rt, plan.round, candidate, updates=updates, sent=plan.sent, seconds=seconds
     )
+    metrics = dataclasses.replace(
+        metrics,
+        mb_up_total=(sum(m.bytes_up for m in history) + metrics.bytes_up) / 1e6,
+        mb_down_total=(sum(m.bytes_down for m in history) + metrics.bytes_down) / 1e6,
+    )
     if rejected:
         reasons = {str(r.client): r.reason for r in rejected}
         metrics = dataclasses.replace(metrics, rejected_updates=len(rejected), rejected=reasons)

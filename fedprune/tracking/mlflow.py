@@ -23,6 +23,10 @@ BATCH = 100
 RETRY_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
 
 
+EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+"""The tag MLflow 3's UI reads to open an experiment in its model-training view."""
+
+
 class TrackingError(UserError):
     """The MLflow tracking server or database cannot be used as configured."""
 
@@ -82,24 +86,29 @@ class Tracker:
         from mlflow.exceptions import MlflowException
 
         found = self.client.get_experiment_by_name(name)
-        if found is not None:
-            return found.experiment_id
-        # Local runs keep their artifacts beside the store instead of in ./mlruns.
-        location = None if remote else artifact_root.resolve().as_uri()
-        try:
-            return self.client.create_experiment(name, artifact_location=location)
-        except MlflowException:
+        if found is None:
+            # Local runs keep their artifacts beside the store instead of in ./mlruns.
+            location = None if remote else artifact_root.resolve().as_uri()
+            with contextlib.suppress(MlflowException):  # created meanwhile by another run
+                self.client.create_experiment(name, artifact_location=location)
             found = self.client.get_experiment_by_name(name)
             if found is None:
-                raise
-            return found.experiment_id
+                raise TrackingError(f"MLflow at {self.uri} did not create experiment '{name}'")
+        if EXPERIMENT_KIND not in found.tags:  # else the UI opens it in its GenAI view
+            self.client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
+        return found.experiment_id
 
-    def start(self, run_name: str, params: dict[str, str], tags: dict[str, str]) -> str:
+    def start(
+        self, run_name: str, params: dict[str, str], tags: dict[str, str], add_id: bool = False
+    ) -> str:
+        """A new run; with `add_id` its name ends in the run id's first 8 characters."""
         from mlflow.entities import Param
 
         with tracking_errors(self.uri):
             run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
             self.run_id = run.info.run_id
+            if add_id:
+                self.client.update_run(self.run_id, name=f"{run_name}-{self.run_id[:8]}")
             items = [Param(k, v) for k, v in params.items()]
             for start in range(0, len(items), BATCH):
                 self.client.log_batch(self.run_id, params=items[start : start + BATCH])

@@ -22,20 +22,36 @@ def tracker_for(cfg: ExperimentConfig) -> Tracker:
     return Tracker(cfg.tracking, cfg.experiment, artifact_root(cfg))
 
 
-def run_spec(cfg: ExperimentConfig, engine: str) -> tuple[str, dict[str, str], dict[str, str]]:
-    """The run's name, params (the flattened config) and tags."""
+def run_spec(
+    cfg: ExperimentConfig, engine: str, name: str | None = None
+) -> tuple[str, dict[str, str], dict[str, str], bool]:
+    """The run's name, params, tags, and whether MLflow's short run id is appended to the
+    name. Without `name` (`fedprune run --run-name`) the name says the method and its target
+    (`magnitude-server-gradual-90%-1a2b3c4d`), so runs of one experiment tell apart in the UI
+    and in chart legends. Params are the flattened config less what cannot apply to the run:
+    the Kubeflow settings of a local run, the S3 settings of a run that uses no S3."""
     task = TASKS.get(cfg.task.kind)
+    method = METHODS.get(cfg.pruning.method).tag(cfg.pruning)
+    target = getattr(cfg.pruning.schedule, "target", None)
     tags = {
         "dataset": cfg.data.dataset,
         "partition": cfg.data.partition.kind,
         "model": cfg.model.name,
-        "method": METHODS.get(cfg.pruning.method).tag(cfg.pruning),
+        "method": method,
+        "sparsity_target": "dense" if target is None else f"{target:.0%}",
+        "strategy": cfg.aggregation.method,
         "engine": engine,
         "task": cfg.task.kind,
         "main_metric": f"test_{task.main}",
         "higher_is_better": str(task.higher_is_better).lower(),
     }
-    return f"{cfg.experiment}-s{cfg.seed}", flatten(cfg), tags
+    params = flatten(cfg)
+    uses_s3 = any(value.startswith("s3://") for value in params.values())
+    left_out = ("kubeflow.",) if engine == "local" else ()
+    left_out += () if uses_s3 else ("s3.",)
+    params = {k: v for k, v in params.items() if not k.startswith(left_out)}
+    default = f"{method}-{tags['sparsity_target']}"
+    return name or default, params, tags, name is None
 
 
 def start_run(tracker: Tracker, cfg: ExperimentConfig, engine: str) -> str:
