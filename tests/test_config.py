@@ -1,10 +1,13 @@
 import re
+import typing
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
 from fedprune.cli import main
-from fedprune.config import ConfigError, load_config, parse_config
+from fedprune.config import ConfigError, ExperimentConfig, load_config, parse_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -129,3 +132,34 @@ def test_validate_command_accepts_quickstart(capsys):
 def test_missing_config_file_is_clear():
     with pytest.raises(ConfigError, match="not found"):
         load_config("/nonexistent/config.yaml")
+
+
+def _models_in(annotation) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
+
+
+def _settings(model: type[BaseModel], prefix: str = "") -> Iterator[str]:
+    """Every dotted key a config may set, through every registered entry's settings."""
+    for name, field in model.model_fields.items():
+        nested = typing.get_origin(field.annotation) not in (dict, list)
+        models = _models_in(field.annotation) if nested else []
+        if not models:
+            yield f"{prefix}{name}"
+        for inner in models:
+            yield from _settings(inner, f"{prefix}{name}.")
+
+
+def test_docs_config_md_documents_every_setting_and_no_other():
+    """docs/config.md is checked against the schema: a row's first cell names keys in
+    backticks, later ones relative to the first's section (`a.b.c`, `d` → `a.b.d`)."""
+    documented = set()
+    for row in Path("docs/config.md").read_text().splitlines():
+        if row.startswith("| `"):
+            names = re.findall(r"`([^`]+)`", row.split("|")[1])
+            section = names[0].rsplit(".", 1)[0] + "." if "." in names[0] else ""
+            documented |= {n if "." in n or n == names[0] else section + n for n in names}
+    schema = set(_settings(ExperimentConfig))
+    assert sorted(schema - documented) == [], "settings missing from docs/config.md"
+    assert sorted(documented - schema) == [], "docs/config.md rows of no setting"
