@@ -199,10 +199,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
         )
     console.print(table)
     if args.plot is not None:
-        lines = {
-            f"{r.run_id[:8]} {r.method} {r.sparsity:.0%}": (r.cumulative_mb, r.curve) for r in runs
-        }
-        plot_lines(lines, xlabel="cumulative MB uploaded", ylabel=metric, title=title, path=args.plot)  # fmt: skip
+        labels = {r.run_id: f"{r.run_id[:8]} {r.method} {r.sparsity:.0%}" for r in runs}
+        plot_lines(
+            {labels[r.run_id]: (r.cumulative_mb, [scale * v for v in r.curve]) for r in runs},
+            xlabel="cumulative MB uploaded",
+            ylabel=metric + unit.replace(" %", " (%)"),
+            title=f"{title}: {metric} against MB uploaded",
+            methods={labels[r.run_id]: r.method for r in runs},
+            path=args.plot,
+        )
         console.print(f"plot: {args.plot}")
     return 0
 

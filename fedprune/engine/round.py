@@ -160,8 +160,11 @@ def finish(
         **final_artifacts(rt, global_model),
     }
     with tempfile.TemporaryDirectory() as scratch:
-        title = f"{rt.cfg.experiment} ({store.run_id[:8]})"
-        for plot in plot_run(history, Path(scratch), title, main=rt.task.main):
+        method = rt.method.tag(rt.cfg.pruning)
+        target = getattr(rt.cfg.pruning.schedule, "target", None)
+        to = f" to {target:.0%}" if target is not None else ", dense"
+        title = f"{rt.cfg.experiment} ({store.run_id[:8]}): {method}{to}"
+        for plot in plot_run(history, Path(scratch), title, main=rt.task.main, method=method):
             final[plot.name] = plot.read_bytes()
     store.publish("", final, rounds=len(history))
     for name, data in final.items():
