@@ -125,6 +125,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"personal models: {costs['personal_macs_sparse_kernels'] / 1e6:.2f} M MACs per "
             "sample with sparse kernels, on average"
         )
+    console.print(
+        f"final model: {costs['stored_mb']:.2f} MB stored (kept values and mask bits; "
+        f"{costs['stored_mb_dense']:.2f} MB with dense tensors)"
+    )
     console.print(f"artifacts: {result.location}")
     console.print(f"MLflow run {result.run_id}: {result.ui_hint}")
     return 0

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
@@ -59,6 +60,11 @@ def test_server_pruning_run(make_config, mnist_small):
     total = sum(m.numel() for m in mask.values())
     assert 1 - kept / total == pytest.approx(0.8, abs=1e-3)
     assert all((weights[n][~m] == 0).all() for n, m in mask.items())
+    last, _ = model_from_bytes((folder / "rounds/0003/model.safetensors").read_bytes())
+    assert all(torch.equal(weights[n], last[n]) for n in last), "compact, the same model"
+    stored = (folder / "model.safetensors").stat().st_size
+    assert stored == pytest.approx(result.costs["stored_mb"] * 1e6)
+    assert result.costs["stored_mb_dense"] / result.costs["stored_mb"] > 3, "80% sparse: small"
     assert sorted(p.name for p in (folder / "rounds").iterdir()) == ["0001", "0002", "0003"]
     assert {p.name for p in (folder / "rounds" / "0003").iterdir()} == {
         "model.safetensors",

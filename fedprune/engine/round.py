@@ -23,7 +23,7 @@ from fedprune.engine.export import final_artifacts, log_final_model
 from fedprune.io.codec import decode
 from fedprune.io.publish import latest_global, metrics_bytes, round_objects
 from fedprune.io.state import ClientState
-from fedprune.io.store import Backend, RunStore, model_bytes
+from fedprune.io.store import Backend, RunStore, compact_model_bytes, model_bytes
 from fedprune.pruning.masks import Mask
 from fedprune.records import ClientUpdate, GlobalModel, RoundMetrics, RoundPlan
 from fedprune.steps import Runtime
@@ -150,11 +150,16 @@ def finish(
     history: list[RoundMetrics],
     costs: dict[str, float],
 ) -> None:
-    """Publish the final model, metrics, inference costs (`Method.costs`), plots of the task's
+    """Publish the final model (compact: kept values and packed mask bits; its size and the
+    dense layout's are added to `costs` as `stored_mb`, `stored_mb_dense`), metrics, inference
+    costs (`Method.costs`), plots of the task's
     main metric and the export's artifacts (`engine.export.final_artifacts`; manifest last),
     log them to MLflow, then log the final MLflow model (`engine.export.log_final_model`)."""
+    model = compact_model_bytes(global_model.weights, global_model.mask)
+    dense = model_bytes(global_model.weights, global_model.mask)
+    costs.update(stored_mb=len(model) / 1e6, stored_mb_dense=len(dense) / 1e6)  # caller's too
     final = {
-        "model.safetensors": model_bytes(global_model.weights, global_model.mask),
+        "model.safetensors": model,
         "metrics.json": metrics_bytes(history),
         "costs.json": json.dumps(costs, indent=2).encode(),
         **final_artifacts(rt, global_model),

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import tempfile
@@ -26,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
+import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
@@ -35,6 +38,8 @@ from fedprune.pruning.masks import Mask, Weights
 MASK_PREFIX = "mask::"
 STATE_PREFIX = "strategy::"
 """Tensors of the server strategy's state, beside a round's model (never in the final one)."""
+KEPT_PREFIX, SHAPE_PREFIX = "kept::", "shape::"
+"""A compact model's kept values and shapes (`compact_model_bytes`)."""
 MANIFEST = "manifest.json"
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 """Experiment names and run ids: one folder, never `.`, `..` or a path."""
@@ -59,6 +64,23 @@ def model_bytes(weights: Weights, mask: Mask, state: Weights | None = None) -> b
     return st_save(tensors)
 
 
+def compact_model_bytes(weights: Weights, mask: Mask) -> bytes:
+    """The final model as it is worth storing: a masked tensor as its kept values
+    (`kept::`), its mask as packed bits and its shape; unmasked tensors as they are. At 90%
+    sparsity about 7x smaller than `model_bytes`; `model_from_bytes` reads both."""
+    tensors: Weights = {}
+    for name, tensor in weights.items():
+        keep = mask.get(name)
+        if keep is None:
+            tensors[name] = tensor.contiguous()
+            continue
+        bits = np.packbits(keep.reshape(-1).numpy())
+        tensors[KEPT_PREFIX + name] = tensor[keep].contiguous()
+        tensors[MASK_PREFIX + name] = torch.from_numpy(bits)
+        tensors[SHAPE_PREFIX + name] = torch.tensor(tensor.shape, dtype=torch.int64)
+    return st_save(tensors)
+
+
 def model_from_bytes(data: bytes) -> tuple[Weights, Mask]:
     weights, mask, _ = model_and_state(data)
     return weights, mask
@@ -69,7 +91,17 @@ def model_and_state(data: bytes) -> tuple[Weights, Mask, Weights]:
     weights: Weights = {}
     mask: Mask = {}
     state: Weights = {}
-    for name, tensor in st_load(data).items():
+    loaded = st_load(data)
+    for name, kept in [(n, t) for n, t in loaded.items() if n.startswith(KEPT_PREFIX)]:
+        name = name.removeprefix(KEPT_PREFIX)  # a compact model: unpack it, dense again
+        shape = tuple(loaded.pop(SHAPE_PREFIX + name).tolist())
+        bits = loaded.pop(MASK_PREFIX + name).numpy()
+        keep = torch.from_numpy(np.unpackbits(bits, count=math.prod(shape)).astype(bool))
+        keep = keep.reshape(shape)
+        weights[name] = torch.zeros(shape, dtype=kept.dtype).masked_scatter_(keep, kept)
+        mask[name] = keep
+        del loaded[KEPT_PREFIX + name]
+    for name, tensor in loaded.items():
         if name.startswith(MASK_PREFIX):
             mask[name.removeprefix(MASK_PREFIX)] = tensor
         elif name.startswith(STATE_PREFIX):
