@@ -53,10 +53,13 @@ def test_a_pretrained_start_from_a_safetensors_file(make_config, mnist_small, tm
     assert engine.run_experiment(cfg, data=mnist_small).history[-1].test["accuracy"] > 0.5
 
     for tensors, message in (
-        ({k: v for k, v in donor.items() if k != "5.bias"}, "lacks tensor '5.bias' of model mlp"),
         (
-            {**donor, "1.weight": torch.zeros(3, 3)},
-            r"tensor '1.weight' is \(3, 3\) in .* but \(200, 784\)",
+            {k: v for k, v in donor.items() if k != "out.bias"},
+            "lacks tensor 'out.bias' of model mlp",
+        ),
+        (
+            {**donor, "fc1.weight": torch.zeros(3, 3)},
+            r"tensor 'fc1.weight' is \(3, 3\) in .* but \(200, 784\)",
         ),
         ({**donor, "extra": torch.zeros(1)}, "has tensor 'extra', which model mlp does not"),
     ):

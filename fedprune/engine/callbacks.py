@@ -34,7 +34,7 @@ class RoundContext:
 Callback = Callable[[RoundContext], Mapping[str, float]]
 BUILT_IN = {f.name for f in fields(RoundMetrics)}
 RESERVED = ("test_", "layer_sparsity.", "site.")
-"""Prefixes of the built-in metrics' MLflow names (`test_accuracy`, `layer_sparsity.0.weight`)."""
+"""Prefixes of the built-in metrics' MLflow names (`test_accuracy`, `layer_sparsity.fc1.weight`)."""
 
 
 class CallbackError(UserError):

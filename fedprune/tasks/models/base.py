@@ -5,6 +5,7 @@ settings that returns an `nn.Module`. A user's own model is named by import path
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -28,3 +29,9 @@ class ImportedModel(Params):
 MODELS: Registry[ModelFactory] = Registry(
     "model", tag="name", default="mlp", imported=ImportedModel
 )
+
+
+def named(**layers: nn.Module) -> nn.Sequential:
+    """A Sequential whose layers have names (`fc1.weight`, not `1.weight`): they name the
+    per-layer metrics in MLflow (`layer_sparsity.fc1.weight`) and the tensors of the files."""
+    return nn.Sequential(OrderedDict(layers))

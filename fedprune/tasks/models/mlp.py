@@ -9,7 +9,7 @@ from pydantic import Field
 from torch import nn
 
 from fedprune.registry import Params
-from fedprune.tasks.models.base import MODELS
+from fedprune.tasks.models.base import MODELS, named
 
 
 class MLPParams(Params):
@@ -19,11 +19,11 @@ class MLPParams(Params):
 
 @MODELS.register("mlp", MLPParams)
 def mlp(input_shape: tuple[int, ...], num_classes: int, params: MLPParams) -> nn.Module:
-    return nn.Sequential(
-        nn.Flatten(),
-        nn.Linear(math.prod(input_shape), params.hidden),
-        nn.ReLU(),
-        nn.Linear(params.hidden, params.hidden),
-        nn.ReLU(),
-        nn.Linear(params.hidden, num_classes),
+    return named(
+        flatten=nn.Flatten(),
+        fc1=nn.Linear(math.prod(input_shape), params.hidden),
+        relu1=nn.ReLU(),
+        fc2=nn.Linear(params.hidden, params.hidden),
+        relu2=nn.ReLU(),
+        out=nn.Linear(params.hidden, num_classes),
     )
