@@ -14,4 +14,5 @@ console = Console()
 
 def fit_output() -> None:
     """Called once the command starts (capture and redirection are known by then)."""
-    console.width = console.width if console.is_terminal else LOG_WIDTH  # type: ignore[misc]
+    if not console.is_terminal:
+        console.width = LOG_WIDTH  # a terminal keeps following its own width

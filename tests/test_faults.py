@@ -288,7 +288,7 @@ def _created(folder: Path) -> int:
 
 
 def test_two_runs_started_together_on_a_new_database_both_finish(tmp_path):
-    raw = tiny(tmp_path, rounds=1)
+    raw = tiny(tmp_path, rounds=1, pruning={"schedule": {"kind": "oneshot", "target": 0.8}})
     path = written(tmp_path, raw)
     children = [
         subprocess.Popen(

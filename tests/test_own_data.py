@@ -232,6 +232,7 @@ def test_the_example_runs_from_its_folder(tmp_path, monkeypatch, hospitals):
     config = tmp_path / "config.yaml"
     text = (EXAMPLE / "config.yaml").read_text().replace("path: data", f"path: {hospitals}")
     text = text.replace("rounds: 20", "rounds: 3").replace("store: runs", f"store: {tmp_path}/runs")
+    text = text.replace("start_round: 5, end_round: 15", "start_round: 1, end_round: 3")
     config.write_text(text.replace("sqlite:///runs/", f"sqlite:///{tmp_path}/runs/"))
     assert main(["run", str(config)]) == 0
 
