@@ -158,7 +158,9 @@ def main() -> None:
     parser.add_argument("--pruning", default=",".join(PRUNING))
     parser.add_argument("--results", default=str(ROOT / "docs" / "results.md"))
     parser.add_argument(
-        "--rows", default=str(ROOT / "bench-runs" / "attacks.json"), help="runs kept across calls"
+        "--rows",
+        default=str(ROOT / "bench" / "results" / "attacks.json"),
+        help="runs kept across calls (tracked: the grid is filled in over several sessions)",
     )
     args = parser.parse_args()
     data = load_dataset("mnist", train_subset=12000, test_subset=10000)
