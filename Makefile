@@ -26,8 +26,12 @@ run: data
 example: setup
 	cd examples/hospitals && ../../$(BIN)/python prepare.py && ../../$(BIN)/fedprune run config.yaml
 
+# Two pytest-xdist workers, a test file each; then the kfp.local files alone: their
+# byte-for-byte comparison of pods against the in-process engine differed in 2 of 3 runs while
+# the other worker ran beside them (cause not yet found), never when run by themselves.
 test: data
-	$(BIN)/python -m pytest -m "not slow" -n 2 --dist loadfile
+	$(BIN)/python -m pytest -m "not slow" -n 2 --dist loadfile --ignore=tests/test_pipeline_local.py
+	$(BIN)/python -m pytest -m "not slow" tests/test_pipeline_local.py
 
 test-all: data
 	$(BIN)/python -m pytest
