@@ -26,12 +26,13 @@ run: data
 example: setup
 	cd examples/hospitals && ../../$(BIN)/python prepare.py && ../../$(BIN)/fedprune run config.yaml
 
-# Two pytest-xdist workers, a test file each; then the kfp.local files alone: their
-# byte-for-byte comparison of pods against the in-process engine differed in 2 of 3 runs while
-# the other worker ran beside them (cause not yet found), never when run by themselves.
+# Two pytest-xdist workers, a test file each; then the kfp.local files in one process after the
+# engine tests, the order the serial suite always passed in. Their byte-for-byte comparison of
+# pods against the in-process engine failed in 3 of 7 runs of this session (twice beside another
+# worker, once alone in a fresh process), cause not yet found.
 test: data
 	$(BIN)/python -m pytest -m "not slow" -n 2 --dist loadfile --ignore=tests/test_pipeline_local.py
-	$(BIN)/python -m pytest -m "not slow" tests/test_pipeline_local.py
+	$(BIN)/python -m pytest -m "not slow" tests/test_engine.py tests/test_pipeline_local.py
 
 test-all: data
 	$(BIN)/python -m pytest
