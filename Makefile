@@ -26,13 +26,11 @@ run: data
 example: setup
 	cd examples/hospitals && ../../$(BIN)/python prepare.py && ../../$(BIN)/fedprune run config.yaml
 
-# Two pytest-xdist workers, a test file each; then the kfp.local files in one process after the
-# engine tests, the order the serial suite always passed in. Their byte-for-byte comparison of
-# pods against the in-process engine failed in 3 of 7 runs of this session (twice beside another
-# worker, once alone in a fresh process), cause not yet found.
+# One process, in file order. Run in two pytest-xdist workers the suite takes 6 + 3 min instead
+# of ~16, but its kfp.local-versus-engine comparison then failed in 4 of 7 runs (cause not yet
+# found), never in the serial suite: serial until that is understood.
 test: data
-	$(BIN)/python -m pytest -m "not slow" -n 2 --dist loadfile --ignore=tests/test_pipeline_local.py
-	$(BIN)/python -m pytest -m "not slow" tests/test_engine.py tests/test_pipeline_local.py
+	$(BIN)/python -m pytest -m "not slow"
 
 test-all: data
 	$(BIN)/python -m pytest
