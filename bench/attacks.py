@@ -36,6 +36,7 @@ from fedprune.config import parse_config  # noqa: E402
 from fedprune.engine import local as engine  # noqa: E402
 from fedprune.io.codec import decode, encode  # noqa: E402
 from fedprune.steps import runtime  # noqa: E402
+from fedprune.steps.screening import RoundFailed  # noqa: E402
 from fedprune.tasks.datasets import load_dataset  # noqa: E402
 
 CLIENTS = 20
@@ -119,9 +120,18 @@ def one_run(rule: str, attack: str, fraction: float, partition: str, pruned: str
         runtime.partition_data = lambda *_: shards  # the clean split, labels flipped or not
         try:
             result = engine.run_experiment(cfg, data=run_data)
+        except RoundFailed:  # the attack broke the model: every client diverged from it
+            return math.nan
         finally:
             steps.train_clients, runtime.partition_data = real_train, real_partition
         return result.history[-1].test["accuracy"]
+
+
+def shown(accuracy: float | None) -> str:
+    """A cell: not run yet (-), the run failed because the model diverged (fail), or %."""
+    if accuracy is None:
+        return "-"
+    return "fail" if math.isnan(accuracy) else f"{100 * accuracy:.1f}"
 
 
 def report(rows: list[tuple], commands: list[str]) -> str:
@@ -131,7 +141,8 @@ def report(rows: list[tuple], commands: list[str]) -> str:
         "## Byzantine clients (bench/attacks.py)",
         "",
         "; ".join(f"`{c}`" for c in commands) + ". "
-        "Final test accuracy (%) after 10 rounds, dense / 90% pruned; "
+        "Final test accuracy (%) after 10 rounds, dense / 90% pruned (`fail`: the attack made "
+        "the model diverge and the screening stopped the run; `-`: not run yet); "
         "20 MNIST clients, all training every round, the first ⌈fraction · 20⌉ malicious "
         "(see the script's docstring for the attacks).",
     ]
@@ -144,7 +155,7 @@ def report(rows: list[tuple], commands: list[str]) -> str:
             cells = []
             for attack in attacks:
                 pair = [keyed.get((rule, attack, fraction, partition, p)) for p in PRUNING]
-                cells.append(" / ".join("-" if v is None else f"{100 * v:.1f}" for v in pair))
+                cells.append(" / ".join(shown(v) for v in pair))
             out.append(f"| `{rule}` | " + " | ".join(cells) + " |")
     return "\n".join([*out, END])
 
