@@ -19,7 +19,7 @@ from rich.table import Table
 
 from fedprune.config import ExperimentConfig, load_config
 from fedprune.console import console, fit_output
-from fedprune.errors import Interrupted, RunInterrupted, UserError, raise_on_signals
+from fedprune.errors import RunInterrupted, UserError, raise_on_signals, signal_of
 from fedprune.kubeflow_cli import add_kubeflow_commands
 from fedprune.pruning.methods import METHODS
 from fedprune.tasks.datasets import fetchable
@@ -181,6 +181,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     title = args.experiment or "all experiments"
     table = Table(title=f"{title}: runs by final {metric}", show_edge=False)
     unit = " %" if percent else ""
+
+    def value(v: float) -> str:
+        return f"{100 * v:.2f}" if percent else f"{v:.4g}"
+
     reach = f"rounds to {args.target:g}" if args.target is not None else "rounds to target"
     columns = ("run", "method", "target sparsity", "reached sparsity", f"final{unit}",
                f"best{unit}", "MB up", reach, "rounds s")  # fmt: skip
@@ -188,15 +192,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
         justify = "left" if column in ("run", "method") else "right"
         # Only the method name may fold onto a second line when the terminal is narrow.
         table.add_column(column, justify=justify, no_wrap=column != "method", overflow="fold")
-    scale = 100.0 if percent else 1.0
     for r in runs:
         table.add_row(
             r.run_id[:8],
             r.method,
             "-" if math.isnan(r.target_sparsity) else f"{100 * r.target_sparsity:.0f}%",
             f"{100 * r.sparsity:.1f}%",
-            f"{scale * r.final:.2f}" if percent else f"{r.final:.4g}",
-            f"{scale * r.best:.2f}" if percent else f"{r.best:.4g}",
+            value(r.final),
+            value(r.best),
             f"{r.mb_uploaded:.2f}",
             "-" if r.rounds_to_target is None else str(r.rounds_to_target),
             f"{r.rounds_s:.1f}",
@@ -205,9 +208,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.plot is not None:
         labels = {r.run_id: f"{r.run_id[:8]} {r.method} {r.sparsity:.0%}" for r in runs}
         plot_lines(
-            {labels[r.run_id]: (r.cumulative_mb, [scale * v for v in r.curve]) for r in runs},
+            {
+                labels[r.run_id]: (r.cumulative_mb, [(100 if percent else 1) * v for v in r.curve])
+                for r in runs
+            },  # fmt: skip
             xlabel="cumulative MB uploaded",
-            ylabel=metric + unit.replace(" %", " (%)"),
+            ylabel=metric + (" (%)" if percent else ""),
             title=f"{title}: {metric} against MB uploaded",
             methods={labels[r.run_id]: r.method for r in runs},
             path=args.plot,
@@ -296,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[bold yellow]interrupted:[/] {error}", highlight=False)
         return error.exit_code
     except KeyboardInterrupt as error:  # before a run started, or outside one: nothing to keep
-        number = error.signal_number if isinstance(error, Interrupted) else signal.SIGINT
+        number = signal_of(error)
         console.print(f"[bold yellow]interrupted[/] by {signal.Signals(number).name}")
         return 128 + number
 

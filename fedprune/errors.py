@@ -15,6 +15,13 @@ class Interrupted(KeyboardInterrupt):
         self.signal_number = signal_number
 
 
+def signal_of(error: KeyboardInterrupt) -> int:
+    """The signal behind an interrupt: `Interrupted`'s own, else Ctrl-C's SIGINT."""
+    import signal
+
+    return error.signal_number if isinstance(error, Interrupted) else signal.SIGINT
+
+
 def raise_on_signals() -> None:
     """Turn SIGTERM and SIGINT into `Interrupted` in this (main) thread."""
     import signal

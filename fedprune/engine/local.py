@@ -34,7 +34,7 @@ from fedprune.engine.round import (
     initial_model,
     plan_round,
 )
-from fedprune.errors import Interrupted, RunInterrupted
+from fedprune.errors import RunInterrupted, signal_of
 from fedprune.io.publish import round_state
 from fedprune.io.s3 import open_backend
 from fedprune.io.state import ClientState
@@ -207,7 +207,7 @@ def run_experiment(
     except BaseException as error:
         tracking.abandon("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
         if isinstance(error, KeyboardInterrupt):
-            raise interrupted(error, store, tracking, len(history)) from None
+            raise interrupted(error, store, len(history)) from None
         raise
     finally:
         tracking.close()
@@ -216,12 +216,10 @@ def run_experiment(
     return RunResult(store.run_id, store.location, history, tracking.ui_hint(), costs)
 
 
-def interrupted(
-    error: KeyboardInterrupt, store: RunStore | None, tracking: Background, rounds: int
-) -> RunInterrupted:
+def interrupted(error: KeyboardInterrupt, store: RunStore | None, rounds: int) -> RunInterrupted:
     """What a signal left: the rounds published whole (the one in flight is dropped) and how
     to continue."""
-    number = error.signal_number if isinstance(error, Interrupted) else signal.SIGINT
+    number = signal_of(error)
     name = signal.Signals(number).name
     if store is None:
         return RunInterrupted(f"stopped by {name} before round 1 was published", number)
