@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONFIG ?= configs/quickstart.yaml
 
-.PHONY: setup data run example test test-all lint format bench bench-methods clean image image-cuda image-user image-test
+.PHONY: setup data run example test test-all lint format bench bench-methods clean image image-cuda image-user image-test ui-screenshots
 
 setup: $(STAMP)
 
@@ -34,6 +34,13 @@ test: data
 
 test-all: data
 	$(BIN)/python -m pytest
+
+# The MLflow UI in a real browser (docs/ui/README.md): four short runs, `mlflow ui`, Debian's
+# chromium driven by Playwright; fails if the page lacks what docs/ui/README.md lists.
+ui-screenshots: data
+	command -v chromium >/dev/null || apt-get install -y chromium
+	$(BIN)/python -m pip install --quiet -e '.[ui]'
+	$(BIN)/python docs/ui/screenshots.py
 
 lint: setup
 	$(BIN)/ruff check .

@@ -129,6 +129,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"final model: {costs['stored_mb']:.2f} MB stored (kept values and mask bits; "
         f"{costs['stored_mb_dense']:.2f} MB with dense tensors)"
     )
+    if "stored_mb_shrunk" in costs:
+        console.print(f"shrunk model: {costs['stored_mb_shrunk']:.2f} MB (channels removed)")
     console.print(f"artifacts: {result.location}")
     console.print(f"MLflow run {result.run_id}: {result.ui_hint}")
     return 0
@@ -171,8 +173,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from fedprune.tracking.plots import plot_lines
 
     check_tracking_exists(args.tracking)
-    if args.plot is not None and not args.plot.parent.is_dir():
-        raise UserError(f"--plot: folder {args.plot.parent} does not exist")
+    if args.plot is not None:
+        check_plot_path(args.plot)
     found = summarise(
         args.tracking, experiment=args.experiment, metric=args.metric, target=args.target
     )
@@ -220,6 +222,20 @@ def cmd_compare(args: argparse.Namespace) -> int:
         )
         console.print(f"plot: {args.plot}")
     return 0
+
+
+def check_plot_path(path: Path) -> None:
+    """`--plot` names a PNG file to write, in a folder that exists."""
+    from fedprune.io.store import folder_problem
+
+    if path.is_dir():
+        raise UserError(f"--plot: {path} is a folder; name the PNG file to write")
+    if path.suffix.lower() != ".png":
+        raise UserError(f"--plot: {path} is not a .png file name (e.g. compare.png)")
+    if problem := folder_problem(path.parent):
+        raise UserError(f"--plot: cannot write {path}: {problem}")
+    if not path.parent.is_dir():
+        raise UserError(f"--plot: folder {path.parent} does not exist")
 
 
 def check_tracking_exists(uri: str) -> None:

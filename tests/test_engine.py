@@ -37,7 +37,7 @@ def test_server_pruning_run(make_config, mnist_small):
     assert run.data.params["pruning.schedule.target"] == "0.8"
     assert run.data.tags["method"] == "magnitude-server-oneshot"
     assert run.data.tags["sparsity_target"] == "80%"
-    assert run.info.run_name == f"magnitude-server-oneshot-80%-{result.run_id[:8]}"
+    assert run.info.run_name == f"magnitude-server-80%-{result.run_id[:8]}"
     assert not [k for k in run.data.params if k.startswith(("kubeflow.", "s3."))], "no cluster"
     experiment = client.get_experiment(run.info.experiment_id)
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"

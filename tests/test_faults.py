@@ -166,6 +166,19 @@ def test_diverging_training_fails_the_round_and_publishes_nothing(tmp_path, caps
     assert store.published_rounds() == [] and not store.finished()
 
 
+@pytest.mark.parametrize("key", ["store", "tracking"])
+def test_a_store_or_database_under_a_file_fails_before_any_run(tmp_path, capsys, key):
+    (tmp_path / "a-file").touch()
+    raw = tiny(tmp_path)
+    raw[key] = {"store": str(tmp_path / "a-file/runs"),
+                "tracking": f"sqlite:///{tmp_path / 'a-file/mlflow.db'}"}[key]  # fmt: skip
+    assert main(["run", str(written(tmp_path, raw))]) == 2
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"{key}: cannot write under" in out and "a-file is a file, not a folder" in out
+    assert "round |" not in out, "no round started"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "run.yaml"], "no run made"
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory) -> list[tuple]:
     """The run the interrupted ones must match after resuming."""

@@ -3,15 +3,19 @@ short end-to-end run of each through the local engine."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+from safetensors.torch import load as st_load
 
 from fedprune import steps
 from fedprune.config import parse_config
 from fedprune.engine import local as engine
+from fedprune.engine.export import SHRUNK
 from fedprune.io.codec import decode, encode
 from fedprune.io.publish import round_state
-from fedprune.io.store import LocalBackend, RunStore
+from fedprune.io.store import LocalBackend, RunStore, model_from_bytes
 from fedprune.pruning.channels import (
     ChannelGraph,
     expand_weights,
@@ -140,3 +144,27 @@ def test_structured_pruning_really_shrinks_and_computes_the_same(model_name):
     assert macs(small, (1, 28, 28)) < 0.5 * macs(model, (1, 28, 28))  # FLOPs really fall
     restored = expand_weights(slice_weights(weights, mask), mask, weights)
     assert all(torch.equal(restored[name], weights[name]) for name in weights)
+
+
+def test_a_structured_run_publishes_its_model_in_the_shrunk_shape(make_config, mnist_small):
+    cfg = make_config(pruning=METHODS["structured"])
+    result = engine.run_experiment(cfg, data=mnist_small)
+    folder = Path(result.location)
+    shrunk = st_load((folder / SHRUNK).read_bytes())
+    assert result.costs["stored_mb_shrunk"] * 1e6 == pytest.approx((folder / SHRUNK).stat().st_size)
+    weights, mask = model_from_bytes((folder / "model.safetensors").read_bytes())
+    assert sum(t.numel() for t in shrunk.values()) < 0.35 * sum(t.numel() for t in weights.values())
+    method = steps.Runtime.build(cfg, data=mnist_small).method
+    served = method.served(weights, mask)
+    served.load_state_dict(shrunk, strict=True)  # no mask needed: the layers are smaller
+    x = mnist_small.x_test[:32]
+    full = method.ctx.model  # the dense layout, pruned channels at zero
+    full.load_state_dict(weights)
+    with torch.no_grad():
+        torch.testing.assert_close(served(x), full(x), rtol=1e-5, atol=1e-5)
+
+
+def test_an_unstructured_run_publishes_no_shrunk_model(make_config, mnist_small):
+    result = engine.run_experiment(make_config(pruning=METHODS["dense"]), data=mnist_small)
+    assert not (Path(result.location) / SHRUNK).exists()
+    assert "stored_mb_shrunk" not in result.costs

@@ -260,6 +260,9 @@ def test_the_final_model_is_an_mlflow_model_that_takes_raw_features(tabular, hos
     assert version.run_id == result.run_id
     assert version.tags["sparsity"] == f"{result.history[-1].sparsity:.4f}"
     assert float(version.tags["test_accuracy"]) == pytest.approx(accuracy)
+    registered = mlflow.pytorch.load_model(f"models:/hospitals-test/{version.version}")
+    with torch.no_grad():
+        assert torch.equal(registered(raw).argmax(1), predicted), "the version is that model"
     (logged,) = client.get_run(result.run_id).inputs.dataset_inputs
     import onnxruntime
 

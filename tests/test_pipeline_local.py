@@ -132,4 +132,6 @@ def test_sites_as_places_read_only_their_own_folders_and_match_the_local_engine(
     (run,) = client.search_runs([experiment], filter_string="tags.engine = 'kubeflow'")
     kfp_auc = {p.step: p.value for p in client.get_metric_history(run.info.run_id, "test_roc_auc")}
     assert kfp_auc == {m.round: m.test["roc_auc"] for m in local.history}
-    assert "model/MLmodel" in {a.path for a in client.list_artifacts(run.info.run_id, "model")}
+    (output,) = client.get_run(run.info.run_id).outputs.model_outputs  # the UI lists it
+    assert output.step == 2
+    assert "MLmodel" in {a.path for a in client.list_logged_model_artifacts(output.model_id)}

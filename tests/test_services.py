@@ -336,8 +336,17 @@ def test_compare_orders_dense_50_and_90_percent(
     assert main(argv) == 0 and list(Path().iterdir()) == []
     assert main(["compare", "--tracking", "sqlite:///fedprune-runs/mlflow.db"]) == 2
     assert list(Path().iterdir()) == []
-    assert main([*argv, "--plot", "missing/c.png"]) == 2
-    assert "--plot: folder missing does not exist" in capsys.readouterr().out
+    Path("a-file").touch()
+    for plot, said in (
+        ("missing/c.png", "--plot: folder missing does not exist"),
+        ("a-file/c.png", "--plot: cannot write a-file/c.png: a-file is a file, not a folder"),
+        (".", "--plot: . is a folder; name the PNG file to write"),
+        ("c.jpg", "--plot: c.jpg is not a .png file name"),
+    ):
+        capsys.readouterr()
+        assert main([*argv, "--plot", plot]) == 2
+        assert said in capsys.readouterr().out
+    assert list(Path().iterdir()) == [Path("a-file")], "nothing written"
 
 
 def test_resuming_a_finished_s3_run_exits_cleanly_and_changes_nothing(

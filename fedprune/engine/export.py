@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import save as st_save
 from torch import nn
 
 from fedprune.config import ExperimentConfig
@@ -55,10 +56,19 @@ def check_export(cfg: ExperimentConfig) -> None:
         )
 
 
+SHRUNK = "model.shrunk.safetensors"
+"""A structured-pruned model's weights in their shrunk shape (`final_artifacts`)."""
+
+
 def final_artifacts(rt: Runtime, global_model: GlobalModel) -> dict[str, bytes]:
-    """What is published beside the final model: the data's statistics (serving needs them)
-    and, with `export.onnx`, `model.onnx`."""
+    """What is published beside the final model: the data's statistics (serving needs them),
+    for a method that removes channels the model's weights in their shrunk shape (`SHRUNK`:
+    a state dict that loads strictly into `Method.served`'s module, no mask) and, with
+    `export.onnx`, `model.onnx`."""
     out = rt.data_artifacts()
+    if rt.method.trains_shrunk:
+        served = rt.method.served(global_model.weights, global_model.mask)
+        out[SHRUNK] = st_save({n: t.contiguous() for n, t in served.state_dict().items()})
     if rt.cfg.export.onnx:
         out["model.onnx"] = onnx_bytes(rt, global_model)
     return out
@@ -98,4 +108,6 @@ def log_final_model(
         model_file, example_file = Path(scratch) / "model.pt", Path(scratch) / "example.npy"
         torch.save(served_model(rt, global_model), model_file)
         np.save(example_file, input_example(rt))
-        tracker.log_model(str(model_file), str(example_file), rt.cfg.registry.name, tags)
+        tracker.log_model(
+            str(model_file), str(example_file), rt.cfg.registry.name, tags, len(history)
+        )

@@ -17,6 +17,7 @@ import logging
 import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import yaml
 from pydantic import ValidationError
@@ -38,7 +39,7 @@ from fedprune.errors import RunInterrupted, signal_of
 from fedprune.io.publish import round_state
 from fedprune.io.s3 import open_backend
 from fedprune.io.state import ClientState
-from fedprune.io.store import Backend, RunStore, StoreError
+from fedprune.io.store import Backend, LocalBackend, RunStore, StoreError, folder_problem
 from fedprune.records import ClientUpdate, GlobalModel, RoundMetrics, RoundPlan
 from fedprune.tasks.datasets import FederatedData
 from fedprune.tracking.background import Background
@@ -125,6 +126,16 @@ def report_skipped(rt: steps.Runtime, tracking: Background, global_model: Global
         )
 
 
+def check_folders(cfg: ExperimentConfig, backend: Backend) -> None:
+    """Before any run exists: the store's folder and the SQLite database's can be written."""
+    folders = {"store": backend.root} if isinstance(backend, LocalBackend) else {}
+    if cfg.tracking.startswith("sqlite:///"):
+        folders["tracking"] = Path(cfg.tracking.removeprefix("sqlite:///")).parent
+    for key, folder in folders.items():
+        if problem := folder_problem(folder):
+            raise StoreError(f"{key}: cannot write under {folder}: {problem}")
+
+
 def run_experiment(
     cfg: ExperimentConfig,
     *,
@@ -144,6 +155,7 @@ def run_experiment(
     check_export(cfg)
     rt = steps.Runtime.build(cfg, data=data)  # before any run exists: a bad split fails clean
     backend = open_backend(cfg.store, cfg.s3)  # credentials, bucket, endpoint: fail clean too
+    check_folders(cfg, backend)
     store, restored, history = None, None, []
     if resume:
         store = RunStore(backend, cfg.experiment, resume)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from fedprune import steps
 from fedprune.engine.callbacks import Callback, RoundContext, run_callbacks
-from fedprune.engine.export import final_artifacts, log_final_model
+from fedprune.engine.export import SHRUNK, final_artifacts, log_final_model
 from fedprune.io.codec import decode
 from fedprune.io.publish import latest_global, metrics_bytes, round_objects
 from fedprune.io.state import ClientState
@@ -151,18 +151,22 @@ def finish(
     costs: dict[str, float],
 ) -> None:
     """Publish the final model (compact: kept values and packed mask bits; its size and the
-    dense layout's are added to `costs` as `stored_mb`, `stored_mb_dense`), metrics, inference
+    dense layout's are added to `costs` as `stored_mb`, `stored_mb_dense`, and a shrunk
+    model's as `stored_mb_shrunk`), metrics, inference
     costs (`Method.costs`), plots of the task's
     main metric and the export's artifacts (`engine.export.final_artifacts`; manifest last),
     log them to MLflow, then log the final MLflow model (`engine.export.log_final_model`)."""
     model = compact_model_bytes(global_model.weights, global_model.mask)
     dense = model_bytes(global_model.weights, global_model.mask)
     costs.update(stored_mb=len(model) / 1e6, stored_mb_dense=len(dense) / 1e6)  # caller's too
+    extras = final_artifacts(rt, global_model)
+    if SHRUNK in extras:
+        costs["stored_mb_shrunk"] = len(extras[SHRUNK]) / 1e6
     final = {
         "model.safetensors": model,
         "metrics.json": metrics_bytes(history),
         "costs.json": json.dumps(costs, indent=2).encode(),
-        **final_artifacts(rt, global_model),
+        **extras,
     }
     with tempfile.TemporaryDirectory() as scratch:
         method = rt.method.tag(rt.cfg.pruning)

@@ -55,6 +55,20 @@ def folder_name_problem(name: str) -> str | None:
     )
 
 
+def folder_problem(path: Path) -> str | None:
+    """Why files cannot be written under the folder `path` (made if missing), or None: the
+    nearest part of it that exists must be a writable folder."""
+    for folder in (path, *path.parents):
+        if not folder.exists():
+            continue
+        if not folder.is_dir():
+            return f"{folder} is a file, not a folder"
+        if not os.access(folder, os.W_OK | os.X_OK):
+            return f"{folder} is not writable"
+        return None
+    return None
+
+
 def model_bytes(weights: Weights, mask: Mask, state: Weights | None = None) -> bytes:
     """Safetensors (never pickle), the mask beside the weights as bool tensors, and a round's
     strategy state beside them."""

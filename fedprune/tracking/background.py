@@ -107,11 +107,16 @@ class Background:
         self._call("prepare_model_logging")
 
     def log_model(
-        self, model_file: str, example_file: str, registered: str | None, tags: dict[str, str]
+        self,
+        model_file: str,
+        example_file: str,
+        registered: str | None,
+        tags: dict[str, str],
+        step: int,
     ) -> None:
         """`Tracker.log_model`, waited for: the process reads the files, which the caller
         may remove as soon as this returns."""
-        self._call("log_model", model_file, example_file, registered, tags).result()
+        self._call("log_model", model_file, example_file, registered, tags, step).result()
 
     def log_input(self, name: str, digest: str, source: str, context: str) -> None:
         self._call("log_input", name, digest, source, context)

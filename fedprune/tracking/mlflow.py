@@ -175,15 +175,23 @@ class Tracker:
         import torch  # noqa: F401
 
     def log_model(
-        self, model_file: str, example_file: str, registered: str | None, tags: dict[str, str]
+        self,
+        model_file: str,
+        example_file: str,
+        registered: str | None,
+        tags: dict[str, str],
+        step: int,
     ) -> str | None:
         """Log the model pickled in `model_file` (`torch.save` of the module) as the run's
-        MLflow model `model` (pytorch flavour), its signature inferred from the inputs in
-        `example_file` (.npy) and its outputs; with `registered`, add it as a new version of
-        that registered model, tagged `tags`. Returns the version."""
+        MLflow model `model` (pytorch flavour; an MLflow 3 logged model, so the UI lists it
+        with the run and `runs:/<run id>/model` loads it), tagged `tags`, its signature
+        inferred from the inputs in `example_file` (.npy) and its outputs, as the run's output
+        at `step`; with `registered`, add it as a new version of that registered model.
+        Returns the version."""
         import mlflow.pytorch
         import numpy as np
         import torch
+        from mlflow.entities import LoggedModelOutput
         from mlflow.exceptions import MlflowException
         from mlflow.models import infer_signature
 
@@ -204,7 +212,13 @@ class Tracker:
                 # pickled, not "pt2": a pt2 export fixes the batch size to the example's
                 serialization_format="pickle",
             )
-            self.client.log_artifacts(self.run_id, str(folder), "model")
+            logged = self.client.create_logged_model(
+                self.experiment_id, name="model", source_run_id=self.run_id, tags=tags,
+                model_type="pytorch",
+            )  # fmt: skip
+            self.client.log_model_artifacts(logged.model_id, str(folder))
+            self.client.finalize_logged_model(logged.model_id, "READY")
+            self.client.log_outputs(self.run_id, [LoggedModelOutput(logged.model_id, step)])
             if registered is None:
                 return None
             try:
@@ -212,10 +226,10 @@ class Tracker:
             except MlflowException as error:
                 if error.error_code != "RESOURCE_ALREADY_EXISTS":
                     raise
-            source = f"{self.client.get_run(self.run_id).info.artifact_uri}/model"
             version = self.client.create_model_version(
-                registered, source, run_id=self.run_id, tags=tags
-            )
+                registered, logged.artifact_location, run_id=self.run_id, tags=tags,
+                model_id=logged.model_id,
+            )  # fmt: skip
             return str(version.version)
 
     def log_input(self, name: str, digest: str, source: str, context: str) -> None:

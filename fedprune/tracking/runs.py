@@ -27,11 +27,13 @@ def run_spec(
 ) -> tuple[str, dict[str, str], dict[str, str], bool]:
     """The run's name, params, tags, and whether MLflow's short run id is appended to the
     name. Without `name` (`fedprune run --run-name`) the name says the method and its target
-    (`magnitude-server-gradual-90%-1a2b3c4d`), so runs of one experiment tell apart in the UI
-    and in chart legends. Params are the flattened config less what cannot apply to the run:
+    (`magnitude-server-90%-1a2b3c4d`, `dense-1a2b3c4d`), short enough that the MLflow runs
+    table and chart legends show the target before they cut a name off; the schedule is in
+    the `method` tag. Params are the flattened config less what cannot apply to the run:
     the Kubeflow settings of a local run, the S3 settings of a run that uses no S3."""
     task = TASKS.get(cfg.task.kind)
-    method = METHODS.get(cfg.pruning.method).tag(cfg.pruning)
+    registered = METHODS.get(cfg.pruning.method)
+    method = registered.tag(cfg.pruning)
     target = getattr(cfg.pruning.schedule, "target", None)
     tags = {
         "dataset": cfg.data.dataset,
@@ -50,7 +52,8 @@ def run_spec(
     left_out = ("kubeflow.",) if engine == "local" else ()
     left_out += () if uses_s3 else ("s3.",)
     params = {k: v for k, v in params.items() if not k.startswith(left_out)}
-    default = f"{method}-{tags['sparsity_target']}"
+    kind = f"{cfg.pruning.method}{registered.variant(cfg.pruning)}"  # the schedule is a tag
+    default = "dense" if target is None else f"{kind}-{tags['sparsity_target']}"
     return name or default, params, tags, name is None
 
 
