@@ -75,7 +75,7 @@ bench-methods: data
 	$(BIN)/python bench/methods.py
 
 # Container images (images/). IMAGE names the CPU image; the CUDA one gets a -cuda tag suffix.
-IMAGE ?= fedprune:0.1.0
+IMAGE ?= localhost/fedprune:0.1.0  # push as REGISTRY/fedprune:TAG and set kubeflow.image to it
 DOCKER ?= docker
 
 image:

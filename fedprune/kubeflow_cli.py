@@ -128,7 +128,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
         args.host,
         args.cron,
         max_concurrency=args.max_concurrency,
-        catchup=not args.no_catchup,
+        catchup=args.catchup,
         experiment=args.experiment,
         namespace=args.namespace,
         name=args.name,
@@ -149,7 +149,9 @@ def add_kubeflow_commands(sub: argparse._SubParsersAction) -> None:
         parser.add_argument(
             "--host", required=True, type=host_url, help="Kubeflow Pipelines API URL (http[s]://…)"
         )
-        parser.add_argument("--namespace", help="profile namespace (multi-user clusters)")
+        parser.add_argument(
+            "--namespace", help="profile namespace (required on multi-user clusters)"
+        )
 
     submit_cmd = sub.add_parser("submit", help="upload and start a run on Kubeflow Pipelines")
     submit_cmd.add_argument("config", type=Path, help="the experiment's YAML config")
@@ -169,7 +171,12 @@ def add_kubeflow_commands(sub: argparse._SubParsersAction) -> None:
     schedule_cmd.add_argument(
         "--max-concurrency", type=int, default=1, help="runs of the schedule at once (default 1)"
     )
-    schedule_cmd.add_argument("--no-catchup", action="store_true", help="skip missed runs")
+    schedule_cmd.add_argument(
+        "--catch-up",
+        dest="catchup",
+        action="store_true",
+        help="after a pause or backlog, start one run per missed slot (default: only the latest)",
+    )
     schedule_cmd.add_argument("--experiment", help="KFP experiment (default: the config's)")
     schedule_cmd.add_argument("--name", help="recurring run name")
     schedule_cmd.set_defaults(handler=cmd_schedule)

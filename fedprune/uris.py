@@ -13,7 +13,7 @@ SECRET_QUERY_KEYS = ("password", "passwd", "secret", "token", "key", "signature"
 ENVIRONMENT = {
     "tracking": "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)",
 }
-S3_ENVIRONMENT = "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+S3_ENVIRONMENT = "FEDPRUNE_S3_ACCESS_KEY and FEDPRUNE_S3_SECRET_KEY"
 
 
 def credentials_in(value: str) -> str | None:

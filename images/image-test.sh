@@ -15,7 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BASE="${BASE_IMAGE_TAG:-fedprune-base:bookworm}"
-IMAGE="${IMAGE_TAG:-fedprune:image-test}"
+IMAGE="${IMAGE_TAG:-localhost/fedprune:image-test}"  # registry-qualified, as kubeflow.image must be
 PY=.venv/bin/python
 t0=$SECONDS
 step() { printf '\n== %s (t=%ss)\n' "$1" "$((SECONDS - t0))"; }

@@ -2,8 +2,8 @@
 
 KFP v2 cannot loop over state, so the rounds are unrolled at compile time: each round is a
 sub-pipeline (broadcast → ParallelFor over client groups → Collected updates → aggregate →
-evaluate) whose output model feeds the next round. Aggregation asks for a GPU node; client
-groups get CPU/memory requests, retries and a timeout; credentials come from a Kubernetes
+evaluate) whose output model feeds the next round. Aggregation runs on CPU, or with
+`kubeflow.aggregator.device: gpu` on a GPU node in the CUDA image; client groups get CPU/memory requests, retries and a timeout; credentials come from a Kubernetes
 Secret by name, so no value is ever written into the compiled YAML.
 
 With data kept at sites (`kubeflow.sites`) the fan-out is over the sites instead of client
@@ -33,8 +33,8 @@ from components.partition.component import partition
 from components.setup.component import setup
 from components.survey.component import survey_site
 from components.train.component import train_group
-from fedprune.config import ExperimentConfig
-from fedprune.config.kubeflow import ResourcesConfig, dag_shape, site_items
+from fedprune.config import ConfigError, ExperimentConfig
+from fedprune.config.kubeflow import ResourcesConfig, cuda_image, dag_shape, site_items
 
 
 def group_count(cfg: ExperimentConfig) -> int:
@@ -57,6 +57,7 @@ def _pod(
     task.set_cpu_request(resources.cpu_request).set_cpu_limit(resources.cpu_limit)
     task.set_memory_request(resources.memory_request).set_memory_limit(resources.memory_limit)
     task.set_caching_options(False)
+    kubernetes.set_image_pull_policy(task, kf.image_pull_policy)
     kubernetes.set_timeout(task, timeout_s)
     kubernetes.add_pod_label(task, "fedprune.io/pipeline", "true")  # NetworkPolicies admit these
     if site is None:
@@ -84,11 +85,37 @@ def _on_gpu(task: PipelineTask, cfg: ExperimentConfig) -> None:
         )
 
 
-def build_pipeline(cfg: ExperimentConfig) -> BaseComponent:
+LOCAL_IMAGE = "localhost/kfp-local-runs-in-this-environment:none"
+"""`kfp.local`'s SubprocessRunner ignores images: the base image of a pipeline run here."""
+
+
+def images(cfg: ExperimentConfig, *, local: bool) -> tuple[str, str]:
+    """The project image and the aggregate step's (the CUDA build with `device: gpu`); for a
+    cluster both must exist, so a missing `kubeflow.image` is an error here."""
     kf = cfg.kubeflow
-    step = {f.__name__: build(f, kf.image) for f in (setup, partition, init_model, broadcast)}
-    step |= {f.__name__: build(f, kf.image) for f in (train_group, aggregate, evaluate, finalise)}
-    step |= {f.__name__: build(f, kf.image) for f in (survey_site, federate)}
+    if local:
+        return LOCAL_IMAGE, LOCAL_IMAGE
+    if kf.image is None:
+        raise ConfigError(
+            "kubeflow.image: required to compile for a cluster: the project image as your "
+            "nodes pull it, e.g. registry.example.com/fedprune:0.1.0 (make image, then push)"
+        )
+    if kf.aggregator.device == "cpu":
+        return kf.image, kf.image
+    try:
+        return kf.image, cuda_image(kf)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+
+
+def build_pipeline(cfg: ExperimentConfig, *, local: bool = False) -> BaseComponent:
+    """The experiment's pipeline; `local` for kfp.local (no images needed)."""
+    kf = cfg.kubeflow
+    image, aggregate_image = images(cfg, local=local)
+    step = {f.__name__: build(f, image) for f in (setup, partition, init_model, broadcast)}
+    step |= {f.__name__: build(f, image) for f in (train_group, evaluate, finalise)}
+    step |= {f.__name__: build(f, image) for f in (survey_site, federate)}
+    step["aggregate"] = build(aggregate, aggregate_image)
     light = ResourcesConfig(
         cpu_request="500m", cpu_limit="1", memory_request="1Gi", memory_limit="2Gi"
     )
@@ -202,8 +229,28 @@ def build_pipeline(cfg: ExperimentConfig) -> BaseComponent:
 
 
 def compile_pipeline(cfg: ExperimentConfig, path: str | Path) -> Path:
+    """Compile for a cluster; a spec above `kubeflow.max_spec_kb` is removed and refused with
+    the rounds that fit."""
+    path = Path(path)
     compiler.Compiler().compile(build_pipeline(cfg), str(path))
-    return Path(path)
+    size, budget = path.stat().st_size, cfg.kubeflow.max_spec_kb * 1000
+    if size <= budget:
+        return path
+    path.unlink()
+    message = (
+        f"rounds: {cfg.rounds} rounds compile to {size / 1000:.0f} KB of pipeline spec, above "
+        f"kubeflow.max_spec_kb ({cfg.kubeflow.max_spec_kb} KB; the Argo Workflow would outgrow "
+        "etcd)"
+    )
+    if cfg.rounds > 1:  # what one round adds, from a one-round compile beside it
+        one = path.with_suffix(".one-round.yaml")
+        compiler.Compiler().compile(build_pipeline(cfg.model_copy(update={"rounds": 1})), str(one))
+        first = one.stat().st_size
+        one.unlink()
+        fit = 1 + int((budget - first) / ((size - first) / (cfg.rounds - 1)))
+        if fit >= 1:
+            message += f": lower rounds to {fit} and chain runs with init_from: latest"
+    raise ConfigError(message)
 
 
 def run_locally(cfg: ExperimentConfig, pipeline_root: str | Path) -> Path:
@@ -211,5 +258,5 @@ def run_locally(cfg: ExperimentConfig, pipeline_root: str | Path) -> Path:
 
     Kubernetes-only settings (resources, GPU, secrets) do not apply locally."""
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root))
-    result = build_pipeline(cfg)()
+    result = build_pipeline(cfg, local=True)()
     return Path(result.output.path)

@@ -1,6 +1,9 @@
 """Submit and schedule the pipeline on a Kubeflow Pipelines cluster through `kfp.Client`."""
 
 import contextlib
+import json
+import logging
+import os
 import re
 import tempfile
 import urllib.error
@@ -15,6 +18,17 @@ from kfp_server_api.exceptions import ApiException
 from fedprune.config import ExperimentConfig
 from fedprune.errors import UserError
 from pipelines.federated_pruning import compile_pipeline
+
+MIN_KFP_BACKEND = (2, 14, 0)
+"""Oldest KFP backend the compiled pipeline runs on: artifact `dsl.Collected` needs 2.14,
+ParallelFor parallelism 2.4."""
+SA_TOKEN_ENV = "KF_PIPELINES_SA_TOKEN_PATH"
+SA_TOKEN_PATH = "/var/run/secrets/kubeflow/pipelines/token"
+"""Where Kubeflow projects a pod's ServiceAccount token for the Pipelines API (audience
+`pipelines.kubeflow.org`); kfp.Client skips it when given a host, so fedprune sends it."""
+TAG_VERSION = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?")
+
+log = logging.getLogger(__name__)
 
 CRON_FIELDS = ("second", "minute", "hour", "day-of-month", "month", "day-of-week")
 CRON_TOKEN = re.compile(r"^(\*|\?|[0-9A-Za-z]+(-[0-9A-Za-z]+)?)(/[0-9]+)?$")
@@ -50,12 +64,71 @@ def api_errors(host: str) -> Iterator[None]:
         ) from None
 
 
-def connect(host: str, namespace: str | None = None, timeout_s: float = 10.0) -> kfp.Client:
-    """A client for `host`, after a quick reachability check (kfp.Client itself retries its
-    health check for ~25 s before failing with a traceback)."""
-    host = host.rstrip("/")
+def version_of(tag: object) -> tuple[int, int, int] | None:
+    """`2.14.3` or `v2.14.3` as (2, 14, 3); None for a dev, `unknown` or commit build."""
+    found = TAG_VERSION.match(tag) if isinstance(tag, str) else None
+    if not found:
+        return None
+    major, minor, patch = found.groups()
+    return int(major), int(minor), int(patch or 0)
+
+
+def check_backend(host: str, health: dict, namespace: str | None) -> None:
+    """Refuse a backend that cannot run the pipeline, before anything is uploaded: one
+    older than MIN_KFP_BACKEND fails mid-run, and a multi-user one refuses runs outside a
+    profile namespace. A missing tag_name, or one that is not a version (`dev`, `latest`, a
+    commit build), only logs a warning and proceeds: such builds cannot be compared."""
+    minimum = ".".join(map(str, MIN_KFP_BACKEND))
+    tag = health.get("tag_name")
+    version = version_of(tag)
+    if version is None:
+        log.warning(
+            "Kubeflow Pipelines at %s reports version %r, not a release number: cannot check "
+            "it is %s or newer; proceeding",
+            host,
+            tag,
+            minimum,
+        )
+    elif version < MIN_KFP_BACKEND:
+        raise KubeflowError(
+            f"Kubeflow Pipelines at {host} is version {tag}; fedprune needs {minimum} or newer "
+            "(artifact dsl.Collected needs 2.14): upgrade the cluster's Kubeflow Pipelines"
+        )
+    if health.get("multi_user") is True and not namespace:
+        raise UserError(
+            f"Kubeflow Pipelines at {host} is multi-user: pass --namespace, your profile "
+            "namespace (e.g. kubeflow-user-example-com)"
+        )
+
+
+def token_path() -> str | None:
+    """The pod's projected ServiceAccount token for the Pipelines API, if there is one: the
+    file that KF_PIPELINES_SA_TOKEN_PATH names, else Kubeflow's default path."""
+    named = os.environ.get(SA_TOKEN_ENV)
+    if named and os.path.isfile(named):
+        return named
+    if named:
+        log.warning("%s=%s is not a file; ignoring it", SA_TOKEN_ENV, named)
+    return SA_TOKEN_PATH if os.path.isfile(SA_TOKEN_PATH) else None
+
+
+def read_token(path: str) -> str:
     try:
-        urllib.request.urlopen(f"{host}/apis/v2beta1/healthz", timeout=timeout_s).close()
+        with open(path) as file:
+            return file.read().strip()
+    except OSError as error:
+        raise UserError(f"cannot read the ServiceAccount token {path}: {error.strerror}") from None
+
+
+def healthz(host: str, token: str | None, timeout_s: float) -> dict:
+    """GET healthz with a short timeout (kfp.Client itself retries its health check for
+    ~25 s before failing with a traceback); its JSON names the version and the mode."""
+    request = urllib.request.Request(f"{host}/apis/v2beta1/healthz")
+    if token:
+        request.add_header("Authorization", f"Bearer {read_token(token)}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            body = response.read()
     except urllib.error.HTTPError as error:
         if error.code in (401, 403):
             raise KubeflowError(
@@ -70,8 +143,27 @@ def connect(host: str, namespace: str | None = None, timeout_s: float = 10.0) ->
             f"cannot reach Kubeflow Pipelines at {host} ({reason}): check --host and that the "
             "API is reachable, e.g. `kubectl port-forward -n kubeflow svc/ml-pipeline-ui 8080:80`"
         ) from None
+    try:
+        health = json.loads(body)
+    except ValueError:
+        health = None
+    if not isinstance(health, dict):
+        raise KubeflowError(
+            f"{host}/apis/v2beta1/healthz did not answer Kubeflow Pipelines' JSON (a login "
+            "page?): check --host and credentials"
+        )
+    return health
+
+
+def connect(host: str, namespace: str | None = None, timeout_s: float = 10.0) -> kfp.Client:
+    """A client for `host`, after checking the backend's version and mode (`check_backend`);
+    in a pod, it sends the projected ServiceAccount token as a Bearer token."""
+    host = host.rstrip("/")
+    token = token_path()
+    check_backend(host, healthz(host, token, timeout_s), namespace)
+    credentials = kfp.client.ServiceAccountTokenVolumeCredentials(path=token) if token else None
     with api_errors(host):
-        return kfp.Client(host=host, namespace=namespace)
+        return kfp.Client(host=host, namespace=namespace, credentials=credentials)
 
 
 @dataclass(frozen=True)
@@ -110,11 +202,13 @@ def schedule(
     cron: str,
     *,
     max_concurrency: int = 1,
-    catchup: bool = True,
+    catchup: bool = False,
     experiment: str | None = None,
     namespace: str | None = None,
     name: str | None = None,
 ) -> Submitted:
+    """A recurring run; `catchup` off by default, so a schedule paused or behind for a week
+    starts one run when it resumes, not one per missed slot."""
     validate_cron(cron)
     if max_concurrency < 1:
         raise UserError(f"--max-concurrency must be >= 1, got {max_concurrency}")

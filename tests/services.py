@@ -208,5 +208,5 @@ def mlflow_server(
 @pytest.fixture
 def s3_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """The credentials the store reads, from the environment as in production."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+    monkeypatch.setenv("FEDPRUNE_S3_ACCESS_KEY", ACCESS_KEY)
+    monkeypatch.setenv("FEDPRUNE_S3_SECRET_KEY", SECRET_KEY)

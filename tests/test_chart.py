@@ -19,18 +19,30 @@ import pytest
 import yaml
 
 from fedprune.config import parse_config
+from fedprune.config.kubeflow import KubeflowConfig
 
 CHART = Path(__file__).resolve().parents[1] / "charts" / "fedprune"
 GPU_PG_VALUES = CHART / "ci" / "gpu-postgresql-values.yaml"
+MINIMAL_VALUES = CHART / "ci" / "minimal-values.yaml"  # the chart's defaults + the required image
+EXECUTOR_RBAC = Path(__file__).resolve().parent / "data" / "chart" / "executor-rbac.yaml"
+REPOSITORY = "registry.example.com/fedprune"
+DIGEST = "sha256:" + "ab" * 32
 MIN_KUBE = "1.28"  # Chart.yaml kubeVersion
 LATEST_KUBE = kubernetes_validate.latest_version()  # newest schemas the package ships
 PASSWORD_KEYS = {"root-password", "password", "s3-secret-key"}
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "Job", "CronJob"}
 
 
+def with_image(values: dict | None) -> dict:
+    """The values plus the one the chart requires (image.repository), unless they give it."""
+    values = json.loads(json.dumps(values or {}))
+    values.setdefault("image", {}).setdefault("repository", REPOSITORY)
+    return values
+
+
 def render(values: dict | None = None, name: str = "fedprune", namespace: str = "kubeflow"):
     with helm.Chart.load(CHART) as chart:
-        rendered = chart.render(values or {}, name=name, namespace=namespace)
+        rendered = chart.render(with_image(values), name=name, namespace=namespace)
     docs = []
     for path, text in sorted(rendered.items()):
         if path.endswith("NOTES.txt"):
@@ -83,19 +95,35 @@ def container(doc, name=None):
 # --- lint and Kubernetes schemas -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("values_file", [None, GPU_PG_VALUES], ids=["default", "gpu-postgresql"])
+@pytest.mark.parametrize(
+    "values_file", [MINIMAL_VALUES, GPU_PG_VALUES], ids=["default", "gpu-postgresql"]
+)
 def test_lint_is_clean(values_file):
-    values = yaml.safe_load(values_file.read_text()) if values_file else None
+    values = yaml.safe_load(values_file.read_text())
     report = helm.lint(CHART, values, strict=True, kube_version=f"v{LATEST_KUBE}.0")
     assert report["errors"] == []
     # severity 1 is "info" (only: "icon is recommended"); warnings (2) and errors (3) fail
     assert [m for m in report["messages"] if m["severity"] >= 2] == []
 
 
+# The options the two files above leave off: the GitOps Secret, a digest, pull Secrets, the GPU
+# image, a pre-filled read-only data volume, the CronJob in a chosen profile namespace.
+OPTIONS_VALUES = {
+    "image": {"digest": DIGEST},
+    "imagePullSecrets": [{"name": "registry-credentials"}],
+    "minio": {"auth": {"existingSecret": "minio-root", "pipelineSecretKey": "given-key-42"}},
+    "gpu": {"enabled": True, "image": "registry.example.com/fedprune-cuda:0.1.0"},
+    "data": {"pvc": {"enabled": True, "accessMode": "ReadOnlyMany"}, "datasets": []},
+    "pipeline": {"namespaces": ["team-a", "team-b"]},
+    "schedule": {"enabled": True, "namespace": "team-b", "tokenAudience": ""},
+}
+
+
 @pytest.mark.parametrize("kube", [MIN_KUBE, LATEST_KUBE])
-@pytest.mark.parametrize("which", ["default", "gpu-postgresql"])
+@pytest.mark.parametrize("which", ["default", "gpu-postgresql", "options"])
 def test_every_manifest_passes_kubernetes_validate_strict(which, kube, default_docs, gpu_pg_docs):
-    docs = default_docs if which == "default" else gpu_pg_docs
+    docs = {"default": default_docs, "gpu-postgresql": gpu_pg_docs}.get(which)
+    docs = docs or render(OPTIONS_VALUES, name="fl", namespace="mlops")[0]
     assert len(docs) >= 12
     for doc in docs:
         try:
@@ -147,7 +175,8 @@ def test_default_values_deploy_minio_mlflow_on_sqlite_and_pipeline_access(defaul
 def test_gpu_postgresql_values(gpu_pg_docs):
     pg = find(gpu_pg_docs, "StatefulSet", "fl-fedprune-postgresql")[0]
     assert pg["spec"]["volumeClaimTemplates"][0]["spec"]["storageClassName"] == "fast-ssd"
-    assert not [d for d in gpu_pg_docs if d["kind"] == "PersistentVolumeClaim"]  # no SQLite PVC
+    claims = [d for d in gpu_pg_docs if d["kind"] == "PersistentVolumeClaim"]
+    assert [c["metadata"]["name"] for c in claims] == ["fedprune-data"]  # no SQLite PVC
 
     mlflow = container(find(gpu_pg_docs, "Deployment", "fl-fedprune-mlflow")[0])
     assert (
@@ -201,10 +230,14 @@ def test_cronjob_submits_a_config_the_project_accepts(gpu_pg_docs):
     assert cfg.tracking == "http://fl-fedprune-mlflow.mlops.svc.cluster.local:5000"
     assert cfg.kubeflow.image == "registry.example.com/fedprune:0.1.0"
     assert cfg.kubeflow.credentials_secret == "fedprune-credentials"
+    assert cfg.kubeflow.image_pull_policy == "Always"  # a tag: re-pushes must reach the nodes
+    assert cfg.kubeflow.service_account == "fedprune-pipeline"
+    assert cfg.kubeflow.data_pvc == "fedprune-data"
     gpu = cfg.kubeflow.aggregator
     assert gpu.device == "gpu" and gpu.accelerator_limit == 2
     assert gpu.node_selector == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
     assert gpu.resources.memory_limit == "32Gi"
+    assert gpu.image is None  # default: the project image's tag + "-cuda"
 
     # the cluster ConfigMap pipelines can merge holds the same cluster half
     cluster = yaml.safe_load(
@@ -222,7 +255,7 @@ def test_cronjob_submits_a_config_the_project_accepts(gpu_pg_docs):
 def test_every_container_is_locked_down_and_bounded(which, default_docs, gpu_pg_docs):
     docs = default_docs if which == "default" else gpu_pg_docs
     workloads = [d for d in docs if d["kind"] in WORKLOAD_KINDS]
-    assert len(workloads) == (3 if which == "default" else 5)
+    assert len(workloads) == (3 if which == "default" else 6)  # + the data fetch Job
     for doc in workloads:
         spec = pod_spec(doc)
         where = f"{doc['kind']}/{doc['metadata']['name']}"
@@ -305,19 +338,58 @@ def test_no_secret_is_rendered_from_a_default_password_literal(which):
         assert second[where] != password, f"{where}: the same password in two installs"
 
 
-def test_pipeline_credentials_are_the_minio_credentials_of_the_same_render(gpu_pg_docs):
+def test_pipeline_credentials_are_a_bucket_only_minio_user_not_root(gpu_pg_docs):
+    """Pipeline pods hold the keys of MinIO user fedprune-pipeline (the bucket hook creates it
+    with a policy allowing only the project's bucket), as FEDPRUNE_S3_*, never AWS_* (KFP's
+    launcher reads those for its own artifact store) and never MinIO's root keys."""
+    import ast
+
     minio = secret_data(find(gpu_pg_docs, "Secret", "fl-fedprune-minio")[0])
+    keys = set()
     for ns in ("mlops", "team-fl"):
         creds = secret_data(find(gpu_pg_docs, "Secret", "fedprune-credentials", namespace=ns)[0])
-        assert creds["s3-access-key"] == minio["root-user"]
-        assert creds["s3-secret-key"] == minio["root-password"]
+        assert creds["s3-access-key"] == "fedprune-pipeline" != minio["root-user"]
+        assert creds["s3-secret-key"] != minio["root-password"]
+        assert len(creds["s3-secret-key"]) == 40 and creds["s3-secret-key"].isalnum()
+        keys.add(creds["s3-secret-key"])
         # every key the experiment config's secret_env maps must exist (pods fail otherwise)
-        assert set(creds) == {
-            "s3-access-key",
-            "s3-secret-key",
-            "mlflow-username",
-            "mlflow-password",
+        assert set(creds) == set(KubeflowConfig().secret_env)
+    assert len(keys) == 1  # one user: the same key in every namespace
+    assert set(KubeflowConfig().secret_env.values()) >= {
+        "FEDPRUNE_S3_ACCESS_KEY",
+        "FEDPRUNE_S3_SECRET_KEY",
+    }
+
+    # the CronJob's pod reads them under the same names; only the MLflow server keeps AWS_*
+    cron_env = {e["name"]: e for e in container(find(gpu_pg_docs, "CronJob")[0])["env"]}
+    assert cron_env["FEDPRUNE_S3_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {
+        "name": "fedprune-credentials",
+        "key": "s3-access-key",
+    }
+    assert cron_env["FEDPRUNE_S3_SECRET_KEY"]["valueFrom"]["secretKeyRef"]["key"] == "s3-secret-key"
+    assert not [n for n in cron_env if n.startswith("AWS_")]
+    mlflow_env = {e["name"]: e for e in container(find(gpu_pg_docs, "Deployment")[0])["env"]}
+    assert mlflow_env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["key"] == "root-user"
+
+    # the bucket hook creates that user from the same Secret, with a bucket-only policy
+    job = container(find(gpu_pg_docs, "Job", "fl-fedprune-bucket")[0])
+    env = {e["name"]: e for e in job["env"]}
+    assert env["PIPELINE_USER"]["value"] == "fedprune-pipeline"
+    assert env["PIPELINE_SECRET_KEY"]["valueFrom"]["secretKeyRef"] == {
+        "name": "fedprune-credentials",
+        "key": "s3-secret-key",
+    }
+    script = ast.parse(job["args"][0])
+    (policy_def,) = [n for n in script.body if getattr(n, "name", "") == "bucket_policy"]
+    scope = {"bucket": "fedprune"}
+    exec(compile(ast.Module([policy_def], []), "hook", "exec"), scope)
+    assert scope["bucket_policy"]()["Statement"] == [
+        {
+            "Effect": "Allow",
+            "Action": ["s3:*"],
+            "Resource": ["arn:aws:s3:::fedprune", "arn:aws:s3:::fedprune/*"],
         }
+    ]
 
 
 def test_given_passwords_are_used():
@@ -329,8 +401,11 @@ def test_given_passwords_are_used():
     )[0]
     passwords = rendered_passwords(docs)
     assert passwords[("", "fedprune-minio", "root-password")] == "a-given-secret-1"
-    assert passwords[("kubeflow", "fedprune-credentials", "s3-secret-key")] == "a-given-secret-1"
+    assert passwords[("kubeflow", "fedprune-credentials", "s3-secret-key")] != "a-given-secret-1"
     assert passwords[("", "fedprune-postgresql", "password")] == "a-given-secret-2"
+    docs = render({"minio": {"auth": {"pipelineSecretKey": "a-given-secret-3"}}})[0]
+    passwords = rendered_passwords(docs)
+    assert passwords[("kubeflow", "fedprune-credentials", "s3-secret-key")] == "a-given-secret-3"
 
 
 # --- values.schema.json -----------------------------------------------------------------------
@@ -348,10 +423,18 @@ def test_given_passwords_are_used():
         ({"schedule": {"cron": "every night"}}, "/schedule/cron"),
         ({"mlflow": {"resources": {"limits": {"memory": "lots"}}}}, "/mlflow/resources/limits"),
         ({"minio": {"rootPassword": "typo-in-the-path"}}, "rootPassword"),
+        ({"pipeline": {"podLabels": {"team": "fl"}}}, "podLabels"),  # fixed: the pipeline's
+        ({"image": {"digest": "sha256:abc"}}, "/image/digest"),
+        ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
+        ({"data": {"pvc": {"accessMode": "ReadWriteOnce"}}}, "/data/pvc/accessMode"),
+        ({"data": {"pvc": {"accessMode": "ReadOnlyMany"}}}, "/data/datasets"),  # cannot fill
+        ({"schedule": {"startingDeadlineSeconds": 0}}, "/schedule/startingDeadlineSeconds"),
+        ({"minio": {"auth": {"pipelineSecretKey": "short"}}}, "/minio/auth/pipelineSecretKey"),
     ],
     ids=lambda v: v if isinstance(v, str) else None,
 )
 def test_wrong_values_are_rejected_by_the_schema(values, complaint):
+    values = with_image(values)
     with helm.Chart.load(CHART) as chart:
         with pytest.raises(helm.HelmValuesError) as validated:
             chart.validate_schema(values)
@@ -365,6 +448,7 @@ def test_shipped_values_files_satisfy_the_schema():
     with helm.Chart.load(CHART) as chart:
         chart.validate_schema(chart.values)
         chart.validate_schema(gpu_pg_values())
+        chart.validate_schema(yaml.safe_load(MINIMAL_VALUES.read_text()))
         assert chart.schema["additionalProperties"] is False
 
 
@@ -448,6 +532,7 @@ def test_bucket_hook_script_creates_the_bucket_once(default_docs, s3_server):
         "AWS_ACCESS_KEY_ID": access,
         "AWS_SECRET_ACCESS_KEY": secret,
         "SITES": env["SITES"],  # none: the MinIO admin API (site users) is not SeaweedFS's
+        "PIPELINE_USER": "",  # nor the pipeline user (its policy is checked in another test)
     }
     assert env["SITES"] == "[]"
     outputs = []
@@ -499,3 +584,317 @@ def test_each_site_gets_a_minio_user_that_reads_only_its_prefix(gpu_pg_docs):
     ]
     prefixes = statements[1]["Condition"]["StringLike"]["s3:prefix"]
     assert prefixes == ["hospitals/clients/hospital-a", "hospitals/clients/hospital-a/*"]
+
+
+# --- a real KFP 2.x / Argo cluster ------------------------------------------------------------
+
+
+def render_error(values: dict) -> str:
+    """The message `helm template` stops with (a `fail` or `required` in a template)."""
+    with helm.Chart.load(CHART) as chart, pytest.raises(helm.HelmError) as failed:
+        chart.render(values, name="fl", namespace="mlops")
+    return str(failed.value)
+
+
+def cluster_config(docs, namespace: str = "kubeflow") -> dict:
+    (cm,) = [
+        d
+        for d in docs
+        if d["kind"] == "ConfigMap"
+        and d["metadata"].get("namespace") == namespace
+        and "cluster.yaml" in d["data"]
+    ]
+    return yaml.safe_load(cm["data"]["cluster.yaml"])
+
+
+def project_containers(docs) -> dict[str, dict]:
+    """The containers that run the project image: CronJob, bucket hook, MLflow, data fetch."""
+    return {
+        f"{d['kind']}/{d['metadata']['name']}": c
+        for d in docs
+        if d["kind"] in WORKLOAD_KINDS
+        for c in pod_spec(d)["containers"]
+        if c["image"].startswith(REPOSITORY)
+    }
+
+
+@pytest.mark.parametrize(
+    "repository", ["", "fedprune", "acme/fedprune", "docker.io", "fedprune:0.1.0"]
+)
+def test_an_image_without_its_registry_fails_rendering_with_the_key_and_an_example(repository):
+    message = render_error({"image": {"repository": repository}} if repository else {})
+    assert "image.repository" in message
+    assert "registry.example.com/fedprune" in message
+
+
+@pytest.mark.parametrize(
+    "repository", ["localhost/fedprune", "localhost:5000/fedprune", "ghcr.io/acme/fedprune"]
+)
+def test_registry_qualified_repositories_render(repository):
+    docs = render({"image": {"repository": repository}})[0]
+    assert cluster_config(docs)["kubeflow"]["image"] == f"{repository}:0.1.0"
+
+
+def test_a_tag_is_always_pulled_a_digest_if_not_present_an_explicit_policy_wins():
+    tagged = render({"image": {"tag": "0.2.0"}, "schedule": {"enabled": True}})[0]
+    assert len(project_containers(tagged)) == 3  # CronJob, bucket hook, MLflow
+    for where, c in project_containers(tagged).items():
+        assert (c["image"], c["imagePullPolicy"]) == (f"{REPOSITORY}:0.2.0", "Always"), where
+    kubeflow = cluster_config(tagged)["kubeflow"]
+    assert (kubeflow["image"], kubeflow["image_pull_policy"]) == (f"{REPOSITORY}:0.2.0", "Always")
+
+    pinned = render({"image": {"tag": "0.2.0", "digest": DIGEST}, "schedule": {"enabled": True}})
+    for where, c in project_containers(pinned[0]).items():
+        assert (c["image"], c["imagePullPolicy"]) == (f"{REPOSITORY}@{DIGEST}", "IfNotPresent"), (
+            where
+        )
+    kubeflow = cluster_config(pinned[0])["kubeflow"]
+    assert kubeflow["image"] == f"{REPOSITORY}@{DIGEST}"
+    assert kubeflow["image_pull_policy"] == "IfNotPresent"
+    assert f"{REPOSITORY}@{DIGEST} (IfNotPresent)" in pinned[1]  # NOTES
+    parse_config(cluster_config(pinned[0]), "the cluster config")  # the project takes the digest
+
+    explicit = render({"image": {"pullPolicy": "IfNotPresent"}, "schedule": {"enabled": True}})[0]
+    assert {c["imagePullPolicy"] for c in project_containers(explicit).values()} == {"IfNotPresent"}
+    assert cluster_config(explicit)["kubeflow"]["image_pull_policy"] == "IfNotPresent"
+
+    # MLflow in an image of its own: its own policy, derived the same way
+    own = render({"mlflow": {"image": {"repository": "registry.example.com/mlflow", "tag": "3"}}})
+    mlflow = container(find(own[0], "Deployment", "fedprune-mlflow")[0])
+    assert (mlflow["image"], mlflow["imagePullPolicy"]) == (
+        "registry.example.com/mlflow:3",
+        "Always",
+    )
+
+
+def executor_rules() -> list[dict]:
+    sources = yaml.safe_load(EXECUTOR_RBAC.read_text())["sources"]
+    assert {s["repo"] for s in sources} == {"kubeflow/pipelines", "argoproj/argo-workflows"}
+    return [rule for source in sources for rule in source["rules"]]
+
+
+def granted(role: dict, group: str, resource: str) -> set[str]:
+    """Verbs a Role grants on every object of group/resource (rules limited to resourceNames
+    do not count)."""
+    return {
+        verb
+        for rule in role["rules"]
+        if group in rule["apiGroups"]
+        and resource in rule["resources"]
+        and not rule.get("resourceNames")
+        for verb in rule["verbs"]
+    }
+
+
+@pytest.mark.parametrize("namespace", ["mlops", "team-fl"])
+def test_pipeline_role_grants_what_argo_executor_and_kfp_driver_need(gpu_pg_docs, namespace):
+    """Every verb the vendored upstream Roles (tests/data/chart/executor-rbac.yaml) grant on the
+    executor-critical resources: without workflowtaskresults create/patch the wait container
+    of every step fails (Argo >= 3.4), without pods patch it fails on Argo 3.3."""
+    (role,) = find(gpu_pg_docs, "Role", "fedprune-pipeline", namespace)
+    needed: dict[tuple[str, str], set[str]] = {}
+    for rule in executor_rules():
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                needed.setdefault((group, resource), set()).update(rule["verbs"])
+    assert set(needed) == {("argoproj.io", "workflowtaskresults"), ("", "pods"), ("", "pods/log")}
+    for (group, resource), verbs in needed.items():
+        missing = verbs - granted(role, group, resource)
+        assert not missing, f"{group or 'core'}/{resource}: {sorted(missing)} not granted"
+    assert "*" not in {v for rule in role["rules"] for v in rule["verbs"]}  # nothing wholesale
+    (binding,) = find(gpu_pg_docs, "RoleBinding", "fedprune-pipeline", namespace)
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "fedprune-pipeline", "namespace": namespace}
+    ]
+
+
+def test_multi_user_profiles_let_the_cronjob_submit_through_the_kfp_api(gpu_pg_docs):
+    """The KFP API server asks Kubernetes (SubjectAccessReview) whether the token's
+    ServiceAccount (the CronJob's, in the release namespace) may act on pipelines.kubeflow.org
+    resources in the profile namespace; recurring runs are `jobs` there."""
+    (role,) = find(gpu_pg_docs, "Role", "fedprune-pipeline-kfp-submit", "team-fl")
+    group = "pipelines.kubeflow.org"
+    for resource in ("runs", "experiments", "pipelines", "pipelines/versions"):
+        assert granted(role, group, resource) >= {"create", "get", "list"}, resource
+    assert granted(role, group, "jobs") >= {"create", "get", "list", "disable", "delete"}
+    (binding,) = find(gpu_pg_docs, "RoleBinding", "fedprune-pipeline-kfp-submit", "team-fl")
+    assert binding["roleRef"]["name"] == "fedprune-pipeline-kfp-submit"
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "fedprune-pipeline", "namespace": "mlops"}
+    ]
+    # only in the profile namespaces, and only with the CronJob
+    assert not [
+        d
+        for d in gpu_pg_docs
+        if d["metadata"]["name"].endswith("-kfp-submit")
+        and d["metadata"].get("namespace") != "team-fl"
+    ]
+    no_schedule = gpu_pg_values() | {"schedule": {"enabled": False}}
+    docs = render(no_schedule, name="fl", namespace="mlops")[0]
+    assert not [d for d in docs if d["metadata"]["name"].endswith("-kfp-submit")]
+
+
+def test_cronjob_submits_to_the_profile_namespace_and_skips_missed_runs():
+    def cron(values):
+        docs = render(values, name="fl", namespace="mlops")[0]
+        return find(docs, "CronJob")[0]
+
+    profiles = {"schedule": {"enabled": True}, "pipeline": {"namespaces": ["team-a", "team-b"]}}
+    first = cron(profiles)
+    assert container(first)["args"][4:6] == ["--namespace", "team-a"]
+    assert first["spec"]["startingDeadlineSeconds"] == 600
+    chosen = cron(profiles | {"schedule": {"enabled": True, "namespace": "team-b"}})
+    assert container(chosen)["args"][4:6] == ["--namespace", "team-b"]
+    single_user = cron({"schedule": {"enabled": True, "startingDeadlineSeconds": 120}})
+    assert "--namespace" not in container(single_user)["args"]
+    assert single_user["spec"]["startingDeadlineSeconds"] == 120
+    message = render_error(
+        with_image(profiles | {"schedule": {"enabled": True, "namespace": "team-c"}})
+    )
+    assert "schedule.namespace" in message and "pipeline.namespaces" in message
+
+
+def test_pipeline_service_account_pulls_with_the_image_pull_secrets():
+    values = gpu_pg_values() | {"imagePullSecrets": [{"name": "registry-credentials"}]}
+    docs = render(values, name="fl", namespace="mlops")[0]
+    for ns in ("mlops", "team-fl"):
+        (sa,) = find(docs, "ServiceAccount", "fedprune-pipeline", ns)
+        assert sa["imagePullSecrets"] == [{"name": "registry-credentials"}]
+    for doc in docs:
+        if doc["kind"] in WORKLOAD_KINDS:
+            assert pod_spec(doc)["imagePullSecrets"] == [{"name": "registry-credentials"}]
+    (sa,) = find(render()[0], "ServiceAccount", "fedprune-pipeline")
+    assert "imagePullSecrets" not in sa
+
+
+def test_an_existing_minio_secret_makes_renders_reproducible_for_gitops():
+    values = {
+        "minio": {"auth": {"existingSecret": "minio-root", "pipelineSecretKey": "given-key-42"}},
+        "schedule": {"enabled": True},
+    }
+    first, second = render(values)[0], render(values)[0]
+    assert first == second  # nothing generated: `helm template` is stable
+    assert not [
+        d for d in first if d["kind"] == "Secret" and d["metadata"]["name"].endswith("minio")
+    ]
+    refs = {
+        (f"{d['kind']}/{d['metadata']['name']}", e["name"]): e["valueFrom"]["secretKeyRef"]
+        for d in first
+        if d["kind"] in WORKLOAD_KINDS
+        for c in pod_spec(d)["containers"]
+        for e in c.get("env", [])
+        if e.get("valueFrom", {}).get("secretKeyRef", {}).get("key", "").startswith("root-")
+    }
+    assert {where for where, _ in refs} == {
+        "StatefulSet/fedprune-minio",
+        "Deployment/fedprune-mlflow",
+        "Job/fedprune-bucket",
+    }
+    assert {ref["name"] for ref in refs.values()} == {"minio-root"}
+    creds = secret_data(find(first, "Secret", "fedprune-credentials")[0])
+    assert creds["s3-access-key"] == "fedprune-pipeline"
+    assert creds["s3-secret-key"] == "given-key-42"
+    assert "must differ" in render_error(
+        with_image({"minio": {"auth": {"rootUser": "shared", "pipelineUser": "shared"}}})
+    )
+
+
+def test_gpu_aggregator_is_opt_in_with_an_empty_node_selector_and_its_own_image():
+    cpu = cluster_config(render()[0])["kubeflow"]["aggregator"]
+    assert cpu == {"device": "cpu"}
+    gpu = cluster_config(render({"gpu": {"enabled": True}})[0])["kubeflow"]["aggregator"]
+    assert gpu["device"] == "gpu" and gpu["accelerator_type"] == "nvidia.com/gpu"
+    assert gpu["node_selector"] == {}  # the GPU limit alone schedules it
+    assert gpu["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    ]
+    assert "image" not in gpu  # the experiment config derives <tag>-cuda
+    values = {"gpu": {"enabled": True, "image": "registry.example.com/fedprune@" + DIGEST}}
+    config = cluster_config(render(values)[0])
+    assert config["kubeflow"]["aggregator"]["image"] == f"{REPOSITORY}@{DIGEST}"
+    cfg = parse_config(config, "the cluster config")
+    assert cfg.kubeflow.aggregator.image == f"{REPOSITORY}@{DIGEST}"
+    # a digest has no tag to append -cuda to: the GPU image must be given
+    message = render_error(with_image({"image": {"digest": DIGEST}, "gpu": {"enabled": True}}))
+    assert "gpu.image" in message
+    message = render_error(with_image({"gpu": {"enabled": True, "image": "fedprune:cuda"}}))
+    assert "gpu.image" in message and "not registry-qualified" in message
+
+
+def test_data_volume_is_filled_by_a_fetch_job_and_named_in_the_cluster_config(gpu_pg_docs):
+    (claim,) = find(gpu_pg_docs, "PersistentVolumeClaim", "fedprune-data", "team-fl")
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert claim["spec"]["storageClassName"] == "nfs-client"
+    assert claim["spec"]["resources"]["requests"]["storage"] == "10Gi"
+    jobs = [d for d in gpu_pg_docs if d["kind"] == "Job" and "-data-" in d["metadata"]["name"]]
+    (job,) = jobs
+    assert job["metadata"]["namespace"] == "team-fl"  # with the PVC it fills
+    spec = pod_spec(job)
+    fetch = container(job)
+    assert fetch["image"] == f"{REPOSITORY}:0.1.0"
+    env = {e["name"]: e.get("value") for e in fetch["env"]}
+    assert env["FEDPRUNE_DATA"] == "/data"
+    (mount,) = [m for m in fetch["volumeMounts"] if m["name"] == "data"]
+    assert mount["mountPath"] == "/data" and not mount.get("readOnly")
+    (volume,) = [v for v in spec["volumes"] if v["name"] == "data"]
+    assert volume["persistentVolumeClaim"]["claimName"] == "fedprune-data"
+    assert spec["securityContext"]["fsGroup"] == 10001  # the non-root user can write it
+    # the shell loop runs `fedprune data fetch NAME` for each data set, in order
+    script = subprocess.run(
+        ["sh", "-ec", fetch["command"][2].replace("fedprune data fetch", "echo fetch"), "x"]
+        + fetch["args"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert fetch["command"][:2] == ["sh", "-ec"]
+    assert script.stdout.splitlines() == ["fetch mnist", "fetch fashion-mnist"]
+
+    for ns in ("mlops", "team-fl"):
+        kubeflow = cluster_config(gpu_pg_docs, ns)["kubeflow"]
+        assert kubeflow["data_pvc"] == "fedprune-data" and "data_read_only" not in kubeflow
+
+    # no profile namespaces: in the release namespace; no data sets: the PVC only
+    docs = render({"data": {"pvc": {"enabled": True}, "datasets": []}})[0]
+    (claim,) = find(docs, "PersistentVolumeClaim", "fedprune-data", "kubeflow")
+    assert not [d for d in docs if d["kind"] == "Job" and "-data-" in d["metadata"]["name"]]
+    assert "data_pvc" not in cluster_config(render()[0])["kubeflow"]  # off by default
+
+
+def test_fetch_job_name_is_stable_and_changes_with_what_it_fetches():
+    """A Job's pod template cannot change in place: its name carries a hash of it."""
+
+    def name(datasets=("mnist",), **values):
+        data = {"pvc": {"enabled": True}, "datasets": list(datasets)}
+        docs = render({"data": data} | values)[0]
+        (job,) = [d for d in docs if d["kind"] == "Job" and "-data-" in d["metadata"]["name"]]
+        return job["metadata"]["name"]
+
+    assert name() == name()
+    assert name() != name(["mnist", "fashion-mnist"])
+    assert name() != name(image={"repository": REPOSITORY, "tag": "0.2.0"})
+    assert len(name(fullnameOverride="x" * 63)) <= 63
+
+
+def test_cluster_config_names_services_fully_qualified_and_plain_http(gpu_pg_docs):
+    """Pipeline pods run in other namespaces than MinIO and MLflow (team-fl here)."""
+    for ns in ("mlops", "team-fl"):
+        config = cluster_config(gpu_pg_docs, ns)
+        assert config["s3"] == {
+            "endpoint": "fl-fedprune-minio.mlops.svc.cluster.local:9000",
+            "secure": False,
+        }
+        assert config["tracking"] == "http://fl-fedprune-mlflow.mlops.svc.cluster.local:5000"
+
+
+def test_pipeline_pod_label_is_fixed_in_network_policies_and_cronjob(gpu_pg_docs):
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert "podLabels" not in values["pipeline"]
+    for name in ("fl-fedprune-minio", "fl-fedprune-mlflow"):
+        policy = find(gpu_pg_docs, "NetworkPolicy", name)[0]
+        assert policy["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"] == {
+            "fedprune.io/pipeline": "true"
+        }
+    cron = find(gpu_pg_docs, "CronJob")[0]
+    labels = cron["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
+    assert labels["fedprune.io/pipeline"] == "true"

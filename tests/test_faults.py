@@ -276,17 +276,18 @@ def test_corrupt_manifest_and_config_are_clear_errors_and_latest_skips_them(
     out = " ".join(capsys.readouterr().out.split())
     assert "rounds/0002/manifest.json is corrupt" in out and "Traceback" not in out
 
-    # a warm start skips the corrupt round for the newest good one: the same run's round 1,
-    # then (its model flipped too) the older run's round 2
+    # a warm start takes finished runs only (not the newer one, unfinished now) and skips a
+    # corrupt round for the newest good one: the older run's round 2, then (its model
+    # flipped) its round 1
     _, source = latest_global(backend, raw["experiment"])
-    assert source == f"{newer.prefix}/rounds/0001"
-    assert "skipping round 2" in caplog.text
-    model = backend.root / newer.prefix / "rounds/0001/model.safetensors"
+    assert source == f"{older.prefix}/rounds/0002"
+    model = backend.root / older.prefix / "rounds/0002/model.safetensors"
     flipped = bytearray(model.read_bytes())
     flipped[-1] ^= 0xFF
     model.write_bytes(bytes(flipped))
     _, source = latest_global(backend, raw["experiment"])
-    assert source == f"{older.prefix}/rounds/0002"
+    assert source == f"{older.prefix}/rounds/0001"
+    assert "skipping round 2" in caplog.text
     assert main(["run", str(written(tmp_path, {**raw, "init_from": "latest"}, "warm.yaml"))]) == 0
 
     (backend.root / newer.prefix / "config.yaml").write_text("rounds: [unclosed")

@@ -2,18 +2,20 @@
 
 import json
 
+import pytest
 import yaml
 from kfp import components
 
-from fedprune.config import parse_config
+from fedprune.config import ConfigError, parse_config
 from pipelines.federated_pruning import compile_pipeline, group_count
 
 SECRET_VALUES = ("minio-root-password", "s3cr3t-value", "AKIAEXAMPLE")
+IMAGE = "registry.example.com/fedprune:0.1.0"
 
 
 def compiled(tmp_path, **overrides):
     raw = {"rounds": 3, "data": {"num_clients": 20}, "sampling": {"count": 10}}
-    raw["kubeflow"] = {"clients_per_pod": 4, "parallelism": 3, **overrides}
+    raw["kubeflow"] = {"image": IMAGE, "clients_per_pod": 4, "parallelism": 3, **overrides}
     cfg = parse_config(raw)
     path = compile_pipeline(cfg, tmp_path / "pipeline.yaml")
     pipeline_spec, platform_spec = yaml.safe_load_all(path.read_text())
@@ -50,8 +52,11 @@ def test_rounds_and_groups_are_unrolled(tmp_path):
     assert {"broadcast", "aggregate", "evaluate"} <= set(round_dag)
 
 
-def test_only_aggregate_asks_for_a_gpu(tmp_path):
-    _, _, spec, platform = compiled(tmp_path)
+def test_only_aggregate_asks_for_a_gpu_in_the_cuda_image(tmp_path):
+    selector = {"nvidia.com/gpu.present": "true"}
+    _, _, spec, platform = compiled(
+        tmp_path, aggregator={"device": "gpu", "node_selector": selector}
+    )
     executors = spec["deploymentSpec"]["executors"]
     for name, executor in executors.items():
         resources = executor["container"].get("resources", {})
@@ -68,10 +73,49 @@ def test_only_aggregate_asks_for_a_gpu(tmp_path):
         assert k8s[name]["tolerations"][0]["key"] == "nvidia.com/gpu"
         gpu = executors[name]["container"]["resources"]["accelerator"]
         assert gpu["resourceType"] == "nvidia.com/gpu" and int(gpu["resourceCount"]) == 1
+        assert executors[name]["container"]["image"] == IMAGE + "-cuda"
+    assert {e["container"]["image"] for n, e in executors.items() if "aggregate" not in n} == {
+        IMAGE
+    }
 
 
-def test_cpu_aggregation_asks_for_no_gpu(tmp_path):
-    _, path, spec, platform = compiled(tmp_path, aggregator={"device": "cpu"})
+def test_gpu_aggregation_needs_no_node_selector_and_takes_its_own_image(tmp_path):
+    own = "registry.example.com/fedprune-gpu@sha256:" + "a" * 64
+    _, _, spec, platform = compiled(tmp_path, aggregator={"device": "gpu", "image": own})
+    for name in executors_of(spec, "aggregate"):
+        assert "nodeSelector" not in platform["deploymentSpec"]["executors"][name]
+        assert spec["deploymentSpec"]["executors"][name]["container"]["image"] == own
+
+
+@pytest.mark.parametrize(
+    ("kubeflow", "said"),
+    [
+        ({}, "kubeflow.image: required to compile for a cluster"),
+        ({"image": "registry.example.com/fedprune@sha256:" + "b" * 64,
+          "aggregator": {"device": "gpu"}}, "kubeflow.aggregator.image: required with device gpu"),
+    ],
+)  # fmt: skip
+def test_compile_needs_an_image_that_can_exist(tmp_path, kubeflow, said):
+    cfg = parse_config({"rounds": 1, "kubeflow": kubeflow})
+    with pytest.raises(ConfigError, match=said):
+        compile_pipeline(cfg, tmp_path / "p.yaml")
+    assert not (tmp_path / "p.yaml").exists()
+
+
+@pytest.mark.parametrize("image", ["fedprune:0.1.0", "library/fedprune", "Registry.io/X:1"])
+def test_an_image_name_without_a_registry_is_a_config_error(image):
+    with pytest.raises(ConfigError, match="kubeflow.image.*not a registry-qualified image"):
+        parse_config({"kubeflow": {"image": image}})
+
+
+def test_every_pod_gets_the_pull_policy(tmp_path):
+    _, _, _, platform = compiled(tmp_path, image_pull_policy="Always")
+    settings = platform["deploymentSpec"]["executors"].values()
+    assert {s["imagePullPolicy"] for s in settings} == {"Always"}
+
+
+def test_aggregation_is_on_cpu_by_default(tmp_path):
+    _, path, spec, platform = compiled(tmp_path)
     executors = spec["deploymentSpec"]["executors"].values()
     assert all("accelerator" not in e["container"].get("resources", {}) for e in executors)
     assert all("tolerations" not in s for s in platform["deploymentSpec"]["executors"].values())
@@ -95,15 +139,15 @@ def test_client_tasks_have_resources_retries_timeout_and_secret(tmp_path):
     (secret,) = settings["secretAsEnv"]
     assert secret["secretName"] == "fedprune-credentials"
     assert {m["envVar"] for m in secret["keyToEnv"]} >= {
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
+        "FEDPRUNE_S3_ACCESS_KEY",
+        "FEDPRUNE_S3_SECRET_KEY",
     }
 
 
 def test_no_credential_values_in_yaml(tmp_path, monkeypatch):
     for value, name in zip(
         SECRET_VALUES,
-        ("MINIO_ROOT_PASSWORD", "AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID"),
+        ("MINIO_ROOT_PASSWORD", "FEDPRUNE_S3_SECRET_KEY", "FEDPRUNE_S3_ACCESS_KEY"),
         strict=True,
     ):
         monkeypatch.setenv(name, value)
@@ -115,9 +159,8 @@ def test_no_credential_values_in_yaml(tmp_path, monkeypatch):
 def test_hundred_clients_fifty_rounds_compiles(tmp_path):
     import time
 
-    cfg = parse_config(
-        {"rounds": 50, "data": {"num_clients": 100}, "kubeflow": {"clients_per_pod": 10}}
-    )
+    big = {"image": IMAGE, "clients_per_pod": 10, "max_spec_kb": 2000}
+    cfg = parse_config({"rounds": 50, "data": {"num_clients": 100}, "kubeflow": big})
     started = time.perf_counter()
     path = compile_pipeline(cfg, tmp_path / "big.yaml")
     seconds = time.perf_counter() - started
@@ -132,6 +175,20 @@ def test_hundred_clients_fifty_rounds_compiles(tmp_path):
         f"\n100 clients × 50 rounds: {50 * (10 + 3) + 4} tasks at run time, compiled in {seconds:.1f} s, "
         f"{path.stat().st_size / 1e3:.0f} kB"
     )
+
+
+def test_a_spec_above_the_budget_is_refused_with_the_rounds_that_fit(tmp_path):
+    cfg = parse_config({"rounds": 50, "data": {"num_clients": 100},
+                        "kubeflow": {"image": IMAGE, "clients_per_pod": 10}})  # fmt: skip
+    with pytest.raises(
+        ConfigError, match=r"50 rounds compile to \d+ KB .* lower rounds to (\d+)"
+    ) as e:
+        compile_pipeline(cfg, tmp_path / "big.yaml")
+    assert not (tmp_path / "big.yaml").exists()
+    fit = int(str(e.value).rsplit("lower rounds to ", 1)[1].split()[0])
+    shorter = cfg.model_copy(update={"rounds": fit})
+    path = compile_pipeline(shorter, tmp_path / "fits.yaml")
+    assert path.stat().st_size <= cfg.kubeflow.max_spec_kb * 1000
 
 
 def test_core_never_imports_kfp():
@@ -194,6 +251,7 @@ def test_sites_pods_run_on_their_nodes_with_their_own_secret_and_volume(tmp_path
         "data": {"dataset": "csv", "path": "/data/h", "label": "y", "num_clients": 2,
                  "partition": {"kind": "natural"}},
         "kubeflow": {
+            "image": IMAGE,
             "data_pvc": "server-data",
             "sites": {
                 "a": {"node_selector": {"site": "a"}, "tolerations": [{"key": "site-a"}],
@@ -231,8 +289,8 @@ def test_sites_pods_run_on_their_nodes_with_their_own_secret_and_volume(tmp_path
         (secret,) = settings["secretAsEnv"]
         assert secret["secretNameParameter"]["componentInputParameter"] == item + "secret"
         assert {m["envVar"] for m in secret["keyToEnv"]} == {
-            "AWS_ACCESS_KEY_ID",
-            "AWS_SECRET_ACCESS_KEY",
+            "FEDPRUNE_S3_ACCESS_KEY",
+            "FEDPRUNE_S3_SECRET_KEY",
         }
         assert (
             settings["pvcMount"][0]["pvcNameParameter"]["componentInputParameter"]

@@ -71,8 +71,8 @@ def reference(s3_server, mlflow_server, mnist_tiny, tmp_path_factory):
     """One uninterrupted run on S3 + the MLflow server; the kill/resume test must match it."""
     cfg = tiny_config("s3://fedprune/e2e", mlflow_server.uri, s3_server.endpoint)
     with pytest.MonkeyPatch.context() as env:
-        env.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-        env.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        env.setenv("FEDPRUNE_S3_ACCESS_KEY", ACCESS_KEY)
+        env.setenv("FEDPRUNE_S3_SECRET_KEY", SECRET_KEY)
         return cfg, engine.run_experiment(cfg, data=mnist_tiny)
 
 
@@ -200,8 +200,8 @@ def test_wrong_credentials_missing_bucket_and_missing_env_are_clear(
     with pytest.raises(StoreError, match="bucket 'no-such-bucket' does not exist"):
         open_backend("s3://no-such-bucket/x", cfg)
 
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
-    with pytest.raises(StoreError, match=r"rejected the credentials .*AWS_SECRET_ACCESS_KEY"):
+    monkeypatch.setenv("FEDPRUNE_S3_SECRET_KEY", "not-the-secret")
+    with pytest.raises(StoreError, match=r"rejected the credentials .*FEDPRUNE_S3_SECRET_KEY"):
         open_backend("s3://fedprune/x", cfg)
     run_cfg = tiny_config(
         "s3://fedprune/bad-creds",
@@ -215,8 +215,8 @@ def test_wrong_credentials_missing_bucket_and_missing_env_are_clear(
     assert "rejected the credentials" in capsys.readouterr().out
     assert not (tmp_path / "mlflow.db").exists(), "fails before any MLflow run starts"
 
-    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
-    with pytest.raises(StoreError, match="set AWS_ACCESS_KEY_ID"):
+    monkeypatch.delenv("FEDPRUNE_S3_ACCESS_KEY")
+    with pytest.raises(StoreError, match="set FEDPRUNE_S3_ACCESS_KEY"):
         open_backend("s3://fedprune/x", cfg)
 
 

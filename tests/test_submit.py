@@ -3,6 +3,7 @@ kfp.Client sends (the KFP v2beta1 REST API), on 127.0.0.1."""
 
 import argparse
 import json
+import logging
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 import yaml
 
 from fedprune.cli import main, parser
+from pipelines import submit as kf
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,6 +22,7 @@ class FakeKfp(BaseHTTPRequestHandler):
 
     requests: list[dict] = []
     fail_with: int | None = None
+    health: dict = {}
 
     def _reply(self, status: int, body: dict) -> None:
         data = json.dumps(body).encode()
@@ -33,10 +36,17 @@ class FakeKfp(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         body = json.loads(raw) if raw else None
-        self.requests.append({"method": self.command, "path": self.path, "body": body})
+        self.requests.append(
+            {
+                "method": self.command,
+                "path": self.path,
+                "body": body,
+                "authorization": self.headers.get("Authorization"),
+            }
+        )
         path = self.path.split("?")[0]
         if path == "/apis/v2beta1/healthz":
-            return self._reply(200, {"multi_user": False})
+            return self._reply(200, self.health)
         if self.fail_with and self.command == "POST":
             return self._reply(self.fail_with, {"error": "quota exceeded", "code": 8})
         if path == "/apis/v2beta1/experiments" and self.command == "GET":
@@ -67,10 +77,21 @@ class FakeKfp(BaseHTTPRequestHandler):
         pass
 
 
+HEALTHY = {"commit_sha": "4f1c2a9", "tag_name": "2.14.3", "multi_user": False}
+
+
+@pytest.fixture(autouse=True)
+def no_pod_token(monkeypatch, tmp_path):
+    """As on a laptop: no projected ServiceAccount token, whatever machine the tests run on."""
+    monkeypatch.delenv(kf.SA_TOKEN_ENV, raising=False)
+    monkeypatch.setattr(kf, "SA_TOKEN_PATH", str(tmp_path / "no-token"))
+
+
 @pytest.fixture
 def kfp_host():
     FakeKfp.requests = []
     FakeKfp.fail_with = None
+    FakeKfp.health = dict(HEALTHY)
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeKfp)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -79,11 +100,15 @@ def kfp_host():
     server.server_close()
 
 
+GPU_KUBEFLOW = {"image": "registry.example.com/fedprune:0.1.0", "aggregator": {"device": "gpu"}}
+
+
 @pytest.fixture
 def config(tmp_path) -> Path:
     path = tmp_path / "exp.yaml"
     cluster = {"store": "s3://fedprune/runs", "s3": {"endpoint": "minio:9000"}}
     raw = {"experiment": "nightly-mnist", "rounds": 2, **cluster, "tracking": "http://mlflow:5000"}
+    raw["kubeflow"] = GPU_KUBEFLOW
     path.write_text(yaml.safe_dump(raw))
     return path
 
@@ -110,7 +135,7 @@ def test_submit_uploads_pipeline_and_starts_run(kfp_host, config, capsys):
 
 def test_schedule_creates_recurring_run(kfp_host, config, capsys):
     args = ["schedule", str(config), "--host", kfp_host, "--cron", "0 0 2 * * *"]
-    assert main([*args, "--max-concurrency", "2", "--no-catchup"]) == 0
+    assert main([*args, "--max-concurrency", "2"]) == 0
     (recurring,) = posted("/apis/v2beta1/recurringruns")
     body = recurring["body"]
     assert body["trigger"]["cron_schedule"]["cron"] == "0 0 2 * * *"
@@ -121,6 +146,80 @@ def test_schedule_creates_recurring_run(kfp_host, config, capsys):
         body["pipeline_spec"]["pipeline_spec"]["pipelineInfo"]["name"] == "fedprune-nightly-mnist"
     )
     assert "rr-7" in capsys.readouterr().out
+
+
+def test_schedule_catches_up_only_when_asked(kfp_host, config):
+    args = ["schedule", str(config), "--host", kfp_host, "--cron", "0 0 2 * * *"]
+    assert main([*args, "--catch-up"]) == 0
+    assert main(args) == 0  # the default
+    first, second = posted("/apis/v2beta1/recurringruns")
+    assert first["body"]["no_catchup"] is False
+    assert second["body"]["no_catchup"] is True
+
+
+def test_old_backend_is_refused_before_any_upload(kfp_host, config, capsys):
+    FakeKfp.health["tag_name"] = "2.3.0"
+    assert main(["submit", str(config), "--host", kfp_host]) == 2
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"Kubeflow Pipelines at {kfp_host} is version 2.3.0" in out
+    assert "needs 2.14.0 or newer" in out
+    assert [r["method"] for r in FakeKfp.requests] == ["GET"]  # healthz only
+    assert kf.MIN_KFP_BACKEND == (2, 14, 0)
+
+
+@pytest.mark.parametrize("tag", ["dev", "latest", "unknown", "4f1c2a9", None])
+def test_unversioned_backend_warns_and_proceeds(kfp_host, config, caplog, tag):
+    if tag is None:
+        del FakeKfp.health["tag_name"]
+    else:
+        FakeKfp.health["tag_name"] = tag
+    with caplog.at_level(logging.WARNING, logger="pipelines.submit"):
+        assert main(["submit", str(config), "--host", kfp_host]) == 0
+    assert f"reports version {tag!r}, not a release number" in caplog.text
+    assert posted("/apis/v2beta1/runs")
+
+
+def test_version_of_reads_release_tags():
+    assert kf.version_of("2.14.3") == (2, 14, 3)
+    assert kf.version_of("v2.15") == (2, 15, 0)
+    assert kf.version_of("2.14.0-rc.1") == (2, 14, 0)
+    assert kf.version_of("dev") is None and kf.version_of(None) is None
+
+
+def test_multi_user_backend_needs_a_namespace(kfp_host, config, capsys):
+    FakeKfp.health["multi_user"] = True
+    assert main(["submit", str(config), "--host", kfp_host]) == 2
+    out = " ".join(capsys.readouterr().out.split())
+    assert "is multi-user: pass --namespace, your profile namespace" in out
+    assert not posted("/apis/v2beta1/runs")
+    namespace = ["--namespace", "kubeflow-user-example-com"]
+    assert main(["submit", str(config), "--host", kfp_host, *namespace]) == 0
+    (experiment,) = posted("/apis/v2beta1/experiments")
+    assert experiment["body"]["namespace"] == "kubeflow-user-example-com"
+
+
+def test_pod_token_is_sent_as_bearer(kfp_host, config, monkeypatch, tmp_path):
+    token = tmp_path / "token"
+    token.write_text("eyJhbGciOi.pod-token\n")
+    monkeypatch.setenv(kf.SA_TOKEN_ENV, str(token))
+    assert main(["submit", str(config), "--host", kfp_host]) == 0
+    (run,) = posted("/apis/v2beta1/runs")
+    assert run["authorization"] == "Bearer eyJhbGciOi.pod-token"
+    assert FakeKfp.requests[0]["authorization"] == "Bearer eyJhbGciOi.pod-token"  # healthz
+
+
+def test_default_pod_token_path_is_used(kfp_host, config, monkeypatch, tmp_path):
+    token = tmp_path / "default-token"
+    token.write_text("default-token")
+    monkeypatch.setattr(kf, "SA_TOKEN_PATH", str(token))
+    assert main(["submit", str(config), "--host", kfp_host]) == 0
+    (run,) = posted("/apis/v2beta1/runs")
+    assert run["authorization"] == "Bearer default-token"
+
+
+def test_no_token_outside_a_pod(kfp_host, config):
+    assert main(["submit", str(config), "--host", kfp_host]) == 0
+    assert {r["authorization"] for r in FakeKfp.requests} == {None}
 
 
 def test_schedule_list_pause_delete(kfp_host, capsys):
@@ -156,7 +255,9 @@ def test_unreachable_host_is_a_clear_message(config, capsys):
 
 def test_local_store_and_sqlite_are_refused_before_any_request(kfp_host, tmp_path, capsys):
     local = tmp_path / "local.yaml"
-    local.write_text(yaml.safe_dump({"experiment": "laptop", "rounds": 2}))
+    local.write_text(
+        yaml.safe_dump({"experiment": "laptop", "rounds": 2, "kubeflow": GPU_KUBEFLOW})
+    )
     assert main(["submit", str(local), "--host", kfp_host]) == 2
     out = " ".join(capsys.readouterr().out.split())
     assert "store 'fedprune-runs' is a folder on this machine" in out

@@ -27,6 +27,20 @@ def test_warm_start_continues_from_the_newest_published_model(make_config, mnist
     assert tags["init_from"] == f"test/{second.run_id}/rounds/0001"
 
 
+def test_warm_start_never_takes_a_run_that_did_not_finish(make_config, mnist_small):
+    from fedprune.io.store import MANIFEST, LocalBackend, RunStore
+
+    cfg = make_config(rounds=1)
+    finished = engine.run_experiment(cfg, data=mnist_small)
+    killed = engine.run_experiment(cfg, data=mnist_small)
+    store = RunStore(LocalBackend(cfg.store), cfg.experiment, killed.run_id)
+    (store.backend.root / store.prefix / MANIFEST).unlink()  # as a killed run leaves it
+    assert not store.finished() and store.published_rounds() == [1]
+    warm = engine.run_experiment(make_config(rounds=1, init_from="latest"), data=mnist_small)
+    tags = MlflowClient(cfg.tracking).get_run(warm.run_id).data.tags
+    assert tags["init_from"] == f"test/{finished.run_id}/rounds/0001"
+
+
 def test_warm_start_without_history_starts_fresh(make_config, mnist_small):
     cfg = make_config(rounds=1, init_from="latest")
     result = engine.run_experiment(cfg, data=mnist_small)

@@ -11,7 +11,7 @@ def aggregate(
     screening: Output[Artifact],
 ):
     """Screen the round's updates (the rejected ones and why go to `screening`), aggregate
-    the rest (on the GPU when the pod has one) from `global_model`, the model the clients
+    the rest (on the GPU with `kubeflow.aggregator.device: gpu`, failing without one) from `global_model`, the model the clients
     started from with the strategy's state, then let the pruning method choose the next
     global mask."""
     import json
@@ -31,7 +31,13 @@ def aggregate(
 
     cfg = parse_config(json.loads(config_json))
     broadcast = read_broadcast(message.path)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = cfg.kubeflow.aggregator.device.replace("gpu", "cuda")
+    if device == "cuda" and not torch.cuda.is_available():  # never a silent CPU run
+        raise RuntimeError(
+            "kubeflow.aggregator.device is gpu but this pod sees no GPU (torch "
+            f"{torch.__version__}, CUDA build: {torch.version.cuda is not None}): run the CUDA "
+            "image on a GPU node, or set kubeflow.aggregator.device: cpu"
+        )
     received = read_updates([u.path for u in updates])
     previous = read_model(global_model.path)
     rt = pod_runtime(cfg, shards.path, with_data=False)  # the model and the rows each holds

@@ -128,8 +128,8 @@ class ExperimentConfig(Params):
     s3: S3Config = S3Config()
     tracking: Uri = "sqlite:///fedprune-runs/mlflow.db"
     init_from: Annotated[Uri, AfterValidator(_init_from)] = "scratch"
-    """`scratch`: fresh seeded weights; `latest`: the newest global model any run of this
-    experiment published to the store (warm start for scheduled runs); or a pretrained state
+    """`scratch`: fresh seeded weights; `latest`: the newest global model a finished run of
+    this experiment published to the store (warm start for scheduled runs); or a pretrained state
     dict, the path or s3:// URI of a .safetensors file (the source document's step 1)."""
     export: ExportConfig = ExportConfig()
     registry: RegistryConfig = RegistryConfig()

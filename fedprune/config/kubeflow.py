@@ -3,14 +3,49 @@ credentials by reference, the data volume (ignored by `fedprune run`)."""
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from fedprune.pruning.methods import METHODS
 from fedprune.registry import Params
 from fedprune.tasks.datasets import DATASETS, FileSource
 from fedprune.uris import Uri
+
+IMAGE = re.compile(
+    r"^(?P<registry>(?:localhost|[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+|[A-Za-z0-9-]+(?=:[0-9]))"
+    r"(?::[0-9]+)?)/(?P<path>[a-z0-9._/-]+?)"
+    r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?$"
+)
+"""A registry-qualified image reference: registry host (a dot, a port or `localhost`), path,
+optional tag, optional digest."""
+
+
+def _qualified(value: str) -> str:
+    if not IMAGE.match(value):
+        raise ValueError(
+            f"{value!r} is not a registry-qualified image: registry host, path and a tag or "
+            "digest, e.g. registry.example.com/fedprune:0.1.0 or "
+            "registry.example.com/fedprune@sha256:<64 hex>"
+        )
+    return value
+
+
+Image = Annotated[str, AfterValidator(_qualified)]
+
+
+def cuda_image(kf: KubeflowConfig) -> str:
+    """The GPU aggregator's image: its own, or the project image's tag with `-cuda`."""
+    if kf.aggregator.image is not None:
+        return kf.aggregator.image
+    match = IMAGE.match(kf.image or "")
+    if match is None or match["digest"] or not match["tag"]:
+        raise ValueError(
+            "kubeflow.aggregator.image: required with device gpu when kubeflow.image has no "
+            "tag to derive the CUDA image's from (a digest, or no tag)"
+        )
+    return f"{kf.image}-cuda"
 
 
 class ResourcesConfig(Params):
@@ -30,13 +65,22 @@ class TolerationConfig(Params):
 
 
 class AggregatorConfig(Params):
-    """Where the aggregation pods run: a GPU node (the default) or any CPU node."""
+    """Where the aggregation pods run: any CPU node (the default), or with `device: gpu` a
+    GPU node, in the CUDA image, failing when the pod sees no GPU (never a silent CPU run)."""
 
-    device: Literal["gpu", "cpu"] = "gpu"
+    device: Literal["gpu", "cpu"] = "cpu"
     accelerator_type: str = "nvidia.com/gpu"
     accelerator_limit: Annotated[int, Field(ge=1)] = 1
-    node_selector: dict[str, str] = {"nvidia.com/gpu.present": "true"}
+    node_selector: dict[str, str] = {}
+    """Extra node labels for the GPU pod; the GPU limit alone already schedules it on a GPU
+    node (GPU Operator: `nvidia.com/gpu.present: "true"`; GKE:
+    `cloud.google.com/gke-accelerator: nvidia-l4`; EKS: `k8s.amazonaws.com/accelerator:
+    nvidia-tesla-t4`)."""
     tolerations: list[TolerationConfig] = [TolerationConfig(key="nvidia.com/gpu")]
+    """Taints of GPU nodes the GPU pod tolerates (GPU node pools are usually tainted)."""
+    image: Image | None = None
+    """The GPU pod's image; default `kubeflow.image` with `-cuda` appended to its tag (the
+    CUDA build, images/Dockerfile.cuda)."""
     resources: ResourcesConfig = ResourcesConfig(memory_request="4Gi", memory_limit="16Gi")
     timeout_s: Annotated[int, Field(ge=1)] = 3600
 
@@ -63,12 +107,22 @@ class SiteConfig(Params):
 class KubeflowConfig(Params):
     """How the experiment runs as a Kubeflow pipeline (ignored by `fedprune run`)."""
 
-    image: str = "fedprune:0.1.0"
-    """The project image every component runs in (its `base_image`)."""
+    image: Image | None = None
+    """The project image every component runs in (its `base_image`): registry-qualified
+    (`registry.example.com/fedprune:0.1.0`) or by digest (`…/fedprune@sha256:…`); required to
+    compile or submit, as no default name could exist in your registry."""
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    """Of every pipeline pod; `Always` when a tag is re-pushed (else nodes keep the old
+    image)."""
     clients_per_pod: Annotated[int, Field(ge=1)] = 10
     """Clients trained one after another in one pod: 1,000 clients need not mean 1,000 pods."""
     parallelism: Annotated[int, Field(ge=1)] = 10
     """At most this many client pods of a round run at once."""
+    max_spec_kb: Annotated[int, Field(ge=50)] = 400
+    """The largest pipeline spec `compile` and `submit` write: KFP expands a spec into one
+    Argo Workflow object several times its size, which etcd refuses above ~1.5 MB (KFP issue
+    #13738: 56 tasks, 1.95 MiB). Each round adds ~25 KB; a longer experiment runs as several
+    runs, each warm-starting from the last (`init_from: latest`)."""
     client_resources: ResourcesConfig = ResourcesConfig()
     client_retries: Annotated[int, Field(ge=0)] = 2
     client_timeout_s: Annotated[int, Field(ge=1)] = 3600
@@ -79,8 +133,8 @@ class KubeflowConfig(Params):
     credentials_secret: str = "fedprune-credentials"
     """Kubernetes Secret mounted as environment variables; values never enter the YAML."""
     secret_env: dict[str, str] = {
-        "s3-access-key": "AWS_ACCESS_KEY_ID",
-        "s3-secret-key": "AWS_SECRET_ACCESS_KEY",
+        "s3-access-key": "FEDPRUNE_S3_ACCESS_KEY",
+        "s3-secret-key": "FEDPRUNE_S3_SECRET_KEY",
         "mlflow-username": "MLFLOW_TRACKING_USERNAME",
         "mlflow-password": "MLFLOW_TRACKING_PASSWORD",
     }
@@ -95,8 +149,8 @@ class KubeflowConfig(Params):
     statistics, never rows; the server's pods read only the server's test set. Empty: every
     pod reads the whole data set (one data volume, a simulation)."""
     site_secret_env: dict[str, str] = {
-        "s3-access-key": "AWS_ACCESS_KEY_ID",
-        "s3-secret-key": "AWS_SECRET_ACCESS_KEY",
+        "s3-access-key": "FEDPRUNE_S3_ACCESS_KEY",
+        "s3-secret-key": "FEDPRUNE_S3_SECRET_KEY",
     }
     """Secret key → environment variable in a site's pods: S3 keys only (they log nothing
     to MLflow)."""

@@ -79,10 +79,12 @@ def round_metrics(store: RunStore, round_: int) -> RoundMetrics:
 
 
 def latest_global(backend: Backend, experiment: str) -> tuple[GlobalModel, str] | None:
-    """The most recently published global model of any run of `experiment` (for warm starts),
-    and where it came from; None if the experiment has no published round yet. A round that
-    cannot be read (corrupt manifest or model) is skipped with a warning for the next newest:
-    one damaged run never stops the scheduled runs that warm-start from the experiment."""
+    """The most recently published global model of any finished run of `experiment` (for
+    warm starts), and where it came from; None if no run of it has finished. A run still
+    going, killed or failed is never taken: a scheduled run must not start from a model
+    that diverged or is half-trained. A round that cannot be read (corrupt manifest or
+    model) is skipped with a warning for the next newest: one damaged run never stops the
+    scheduled runs that warm-start from the experiment."""
     pattern = re.compile(rf"^{re.escape(experiment)}/([^/]+)/rounds/(\d+)/{MANIFEST}$")
     rounds_of: dict[str, list[int]] = {}
     for key in backend.list(f"{experiment}/"):
@@ -91,6 +93,8 @@ def latest_global(backend: Backend, experiment: str) -> tuple[GlobalModel, str] 
     newest_first: list[tuple[float, RunStore, list[int]]] = []
     for run, rounds in rounds_of.items():
         store, rounds = RunStore(backend, experiment, run), sorted(rounds, reverse=True)
+        if not store.finished():
+            continue
         stamp = next((s for r in rounds if (s := _published_at(store, r)) is not None), None)
         if stamp is not None:
             newest_first.append((stamp, store, rounds))

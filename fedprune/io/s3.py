@@ -16,15 +16,17 @@ from fedprune.io.store import Backend, LocalBackend, MissingObject, StoreError
 from fedprune.registry import Params
 from fedprune.uris import Uri
 
-ACCESS_KEY_ENV = "AWS_ACCESS_KEY_ID"
-SECRET_KEY_ENV = "AWS_SECRET_ACCESS_KEY"
-SESSION_TOKEN_ENV = "AWS_SESSION_TOKEN"
+ACCESS_KEY_ENV = "FEDPRUNE_S3_ACCESS_KEY"
+SECRET_KEY_ENV = "FEDPRUNE_S3_SECRET_KEY"
+SESSION_TOKEN_ENV = "FEDPRUNE_S3_SESSION_TOKEN"
+"""The project's own names, not AWS_*: in a pipeline pod KFP's launcher reads AWS_* for its
+own artifact store, which the store's keys must not replace."""
 S3_URI = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/(?P<prefix>.*))?$")
 
 
 class S3Config(Params):
     """Where `store: s3://BUCKET/PREFIX` lives. Credentials are never read from here: they come
-    from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN if set)."""
+    from FEDPRUNE_S3_ACCESS_KEY and FEDPRUNE_S3_SECRET_KEY (and FEDPRUNE_S3_SESSION_TOKEN if set)."""
 
     endpoint: Uri | None = None
     """host:port of the S3 or MinIO server, e.g. `minio:9000` (no scheme: see `secure`)."""

@@ -42,20 +42,90 @@ app.kubernetes.io/component: {{ index . 1 }}
 app.kubernetes.io/component: {{ index . 1 }}
 {{- end -}}
 
-{{/* Images */}}
-{{- define "fedprune.image" -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{/*
+Images. The project image must name its registry (no default could exist in yours): the first
+path segment holds a dot or a port, or is localhost. image.digest (sha256:…) wins over the tag.
+*/}}
+{{- define "fedprune.checkRepository" -}}
+{{- $key := index . 0 -}}{{- $repo := index . 1 -}}
+{{- $first := index (splitList "/" $repo) 0 -}}
+{{- if not $repo -}}
+{{- fail (printf "%s is required: the registry-qualified repository of the fedprune image (images/Dockerfile) you pushed, e.g. --set %s=registry.example.com/fedprune" $key $key) -}}
+{{- end -}}
+{{- if not (and (contains "/" $repo) (or (contains "." $first) (contains ":" $first) (eq $first "localhost"))) -}}
+{{- fail (printf "%s %q is not registry-qualified: name the registry host (a dot, a port or localhost), e.g. registry.example.com/fedprune; a bare name would be pulled from Docker Hub, where no fedprune image exists" $key $repo) -}}
+{{- end -}}
 {{- end -}}
 
+{{- define "fedprune.image" -}}
+{{- include "fedprune.checkRepository" (list "image.repository" .Values.image.repository) -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{- /* Explicit pullPolicy wins; else Always for a tag (a re-pushed tag under IfNotPresent
+leaves nodes on the old image), IfNotPresent for a digest (it cannot change). */ -}}
+{{- define "fedprune.pullPolicy" -}}
+{{- if .Values.image.pullPolicy -}}
+{{- .Values.image.pullPolicy -}}
+{{- else -}}
+{{- ternary "IfNotPresent" "Always" (not (empty .Values.image.digest)) -}}
+{{- end -}}
+{{- end -}}
+
+{{- /* MLflow's image: the project image unless mlflow.image names another */ -}}
 {{- define "fedprune.mlflow.image" -}}
 {{- $img := .Values.mlflow.image -}}
-{{- printf "%s:%s" (default .Values.image.repository $img.repository) (default (default .Chart.AppVersion .Values.image.tag) $img.tag) -}}
+{{- if not (or $img.repository $img.tag $img.digest) -}}
+{{- include "fedprune.image" . -}}
+{{- else -}}
+{{- $repo := default .Values.image.repository $img.repository -}}
+{{- include "fedprune.checkRepository" (list (ternary "mlflow.image.repository" "image.repository" (not (empty $img.repository))) $repo) -}}
+{{- if $img.digest -}}
+{{- printf "%s@%s" $repo $img.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $repo (default (default .Chart.AppVersion .Values.image.tag) $img.tag) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "fedprune.mlflow.pullPolicy" -}}
+{{- $img := .Values.mlflow.image -}}
+{{- if not (or $img.repository $img.tag $img.digest) -}}
+{{- default (include "fedprune.pullPolicy" .) $img.pullPolicy -}}
+{{- else -}}
+{{- default (default (ternary "IfNotPresent" "Always" (not (empty $img.digest))) .Values.image.pullPolicy) $img.pullPolicy -}}
+{{- end -}}
+{{- end -}}
+
+{{- /* The pod label every pipeline pod carries (pipelines/federated_pruning.py sets it; the
+CronJob's pods too): the NetworkPolicies admit exactly these. Not configurable. */ -}}
+{{- define "fedprune.pipelinePodLabels" -}}
+fedprune.io/pipeline: "true"
 {{- end -}}
 
 {{/* Namespaces where pipeline pods run */}}
 {{- /* The release namespace always (the CronJob runs there), then pipeline.namespaces */ -}}
 {{- define "fedprune.pipelineNamespaces" -}}
 {{- toJson (prepend .Values.pipeline.namespaces .Release.Namespace | uniq) -}}
+{{- end -}}
+
+{{- /* Where the data PVC and its fetch Job go: pipeline.namespaces, else the release namespace */ -}}
+{{- define "fedprune.dataNamespaces" -}}
+{{- toJson (default (list .Release.Namespace) .Values.pipeline.namespaces | uniq) -}}
+{{- end -}}
+
+{{- /* The profile namespace the CronJob submits to: schedule.namespace, else the first of
+pipeline.namespaces, else none (single-user KFP) */ -}}
+{{- define "fedprune.schedule.namespace" -}}
+{{- $ns := .Values.schedule.namespace | default (first .Values.pipeline.namespaces) | default "" -}}
+{{- if and $ns (not (has $ns .Values.pipeline.namespaces)) -}}
+{{- fail (printf "schedule.namespace %q is not one of pipeline.namespaces %v: the chart puts the ServiceAccount, credentials and KFP permissions the run needs only there" $ns .Values.pipeline.namespaces) -}}
+{{- end -}}
+{{- $ns -}}
 {{- end -}}
 
 {{/* In-cluster endpoints */}}
@@ -70,8 +140,13 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{/*
 Generated credentials. A value given in values.yaml wins; otherwise the live Secret's value is
 kept (upgrade); otherwise 40 random characters. The result is memoised in .Values so every
-template of one render (the MinIO Secret and the pipeline credentials Secret) sees the same one.
+template of one render sees the same one. `helm template` (GitOps) has no live Secret: there,
+use minio.auth.existingSecret and give minio.auth.pipelineSecretKey (and sites' secretKey).
 */}}
+{{- define "fedprune.minio.secretName" -}}
+{{- default (include "fedprune.minio.fullname" .) .Values.minio.auth.existingSecret -}}
+{{- end -}}
+
 {{- define "fedprune.minio.rootPassword" -}}
 {{- if not .Values.minio.auth.rootPassword -}}
 {{- $live := lookup "v1" "Secret" .Release.Namespace (include "fedprune.minio.fullname" .) -}}
@@ -82,6 +157,26 @@ template of one render (the MinIO Secret and the pipeline credentials Secret) se
 {{- end -}}
 {{- end -}}
 {{- .Values.minio.auth.rootPassword -}}
+{{- end -}}
+
+{{- /* The pipeline pods' MinIO user (not root: its policy allows only the bucket). The live
+key is kept only if the live Secret is this user's (an older chart put root's keys there). */ -}}
+{{- define "fedprune.minio.pipelineSecretKey" -}}
+{{- $auth := .Values.minio.auth -}}
+{{- if eq $auth.pipelineUser $auth.rootUser -}}
+{{- fail (printf "minio.auth.pipelineUser %q must differ from minio.auth.rootUser: pipeline pods must not hold MinIO's root credentials" $auth.pipelineUser) -}}
+{{- end -}}
+{{- if not $auth.pipelineSecretKey -}}
+{{- $kept := "" -}}
+{{- $live := lookup "v1" "Secret" .Release.Namespace .Values.pipeline.credentialsSecret -}}
+{{- if and $live $live.data (hasKey $live.data "s3-access-key") (hasKey $live.data "s3-secret-key") -}}
+{{- if eq (index $live.data "s3-access-key" | b64dec) $auth.pipelineUser -}}
+{{- $kept = index $live.data "s3-secret-key" | b64dec -}}
+{{- end -}}
+{{- end -}}
+{{- $_ := set $auth "pipelineSecretKey" (default (randAlphaNum 40) $kept) -}}
+{{- end -}}
+{{- $auth.pipelineSecretKey -}}
 {{- end -}}
 
 {{- define "fedprune.postgresql.password" -}}
@@ -97,19 +192,36 @@ template of one render (the MinIO Secret and the pipeline credentials Secret) se
 {{- end -}}
 
 {{/*
-The cluster half of an experiment config for this release: where the store and MLflow are,
-which image and Secret the components use, and the GPU pool of the aggregation pods.
+The cluster half of an experiment config for this release: where the store and MLflow are (fully
+qualified names: pipeline pods run in other namespaces), which image, pull policy, ServiceAccount
+and Secret the components use, the GPU pool of the aggregation pods and the data volume.
 */}}
 {{- define "fedprune.clusterConfig" -}}
 {{- $aggregator := dict "device" "cpu" -}}
 {{- if .Values.gpu.enabled -}}
 {{- $aggregator = dict "device" "gpu" "accelerator_type" .Values.gpu.acceleratorType "accelerator_limit" .Values.gpu.acceleratorLimit "node_selector" .Values.gpu.nodeSelector "tolerations" .Values.gpu.tolerations "resources" .Values.gpu.resources -}}
+{{- if .Values.gpu.image -}}
+{{- include "fedprune.checkRepository" (list "gpu.image" .Values.gpu.image) -}}
+{{- $_ := set $aggregator "image" .Values.gpu.image -}}
+{{- else if .Values.image.digest -}}
+{{- fail "gpu.image is required with image.digest: the GPU aggregator's CUDA image is derived from the project image's tag (<tag>-cuda), and a digest has none; give its full reference, e.g. registry.example.com/fedprune@sha256:… or registry.example.com/fedprune:0.1.0-cuda" -}}
+{{- end -}}
+{{- end -}}
+{{- $kubeflow := dict
+  "image" (include "fedprune.image" .)
+  "image_pull_policy" (include "fedprune.pullPolicy" .)
+  "service_account" .Values.pipeline.serviceAccount.name
+  "credentials_secret" .Values.pipeline.credentialsSecret
+  "aggregator" $aggregator
+-}}
+{{- if .Values.data.pvc.enabled -}}
+{{- $_ := set $kubeflow "data_pvc" .Values.data.pvc.name -}}
 {{- end -}}
 {{- $cfg := dict
   "store" (printf "s3://%s/runs" .Values.minio.bucket)
   "s3" (dict "endpoint" (include "fedprune.minio.endpoint" .) "secure" false)
   "tracking" (include "fedprune.mlflow.url" .)
-  "kubeflow" (dict "image" (include "fedprune.image" .) "credentials_secret" .Values.pipeline.credentialsSecret "aggregator" $aggregator)
+  "kubeflow" $kubeflow
 -}}
 {{- toYaml $cfg -}}
 {{- end -}}
