@@ -68,7 +68,7 @@ def say_gpu(cfg: ExperimentConfig) -> None:
 def cmd_compile(args: argparse.Namespace) -> int:
     import time
 
-    from pipelines.federated_pruning import compile_pipeline, group_count
+    from pipelines.federated_pruning import compile_pipeline, group_count, segments
 
     cfg = load_config(args.config)
     for problem in cluster_problems(cfg):
@@ -77,11 +77,22 @@ def cmd_compile(args: argparse.Namespace) -> int:
     if not args.output.parent.is_dir():
         raise UserError(f"-o/--output: folder {args.output.parent} does not exist")
     started = time.perf_counter()
-    path = compile_pipeline(cfg, args.output)
+    spans = segments(cfg)
+    out = args.output
+    for first, last in spans:
+        name = (
+            out
+            if len(spans) == 1
+            else out.with_name(f"{out.stem}-rounds-{first:03d}-{last:03d}{out.suffix}")
+        )
+        path = compile_pipeline(cfg, name, done=first - 1)
+        console.print(f"compiled {path}: rounds {first}-{last}", highlight=False)
     console.print(
-        f"compiled {path} in {time.perf_counter() - started:.1f} s: {cfg.rounds} rounds × "
-        f"{group_count(cfg)} client groups of ≤ {cfg.kubeflow.clients_per_pod}"
-    )
+        f"{time.perf_counter() - started:.1f} s: {cfg.rounds} rounds × {group_count(cfg)} client "
+        f"groups of ≤ {cfg.kubeflow.clients_per_pod}"
+        + ("" if len(spans) == 1 else f", in {len(spans)} runs (kubeflow.max_spec_kb): each "
+           "after the first continues the run its continue_run parameter names")
+    )  # fmt: skip
     return 0
 
 
@@ -97,8 +108,17 @@ def cmd_submit(args: argparse.Namespace) -> int:
         experiment=args.experiment,
         namespace=args.namespace,
         run_name=args.run_name,
+        continue_run=args.continue_run,
     )
     console.print(f"submitted run {run.id}\n{run.url}")
+    first, last = run.rounds
+    if last < cfg.rounds:
+        console.print(
+            f"this run holds rounds {first}-{last} of {cfg.rounds} (kubeflow.rounds_per_run); "
+            f"when it has finished: fedprune submit {args.config} --host {args.host} --continue "
+            "RUN_ID, with the MLflow run id (its setup step's output)",
+            highlight=False,
+        )
     return 0
 
 
@@ -158,6 +178,12 @@ def add_kubeflow_commands(sub: argparse._SubParsersAction) -> None:
     cluster(submit_cmd)
     submit_cmd.add_argument("--experiment", help="KFP experiment (default: the config's)")
     submit_cmd.add_argument("--run-name", help="KFP run name (default: <experiment>-s<seed>)")
+    submit_cmd.add_argument(
+        "--continue",
+        dest="continue_run",
+        metavar="RUN_ID",
+        help="run the next rounds of this MLflow/store run (a long experiment's next segment)",
+    )
     submit_cmd.set_defaults(handler=cmd_submit)
 
     schedule_cmd = sub.add_parser(

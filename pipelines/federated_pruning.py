@@ -14,6 +14,7 @@ gave (`federate`), reading only the server's test set.
 
 import json
 import math
+import tempfile
 from pathlib import Path
 
 from kfp import compiler, dsl, kubernetes, local
@@ -108,9 +109,15 @@ def images(cfg: ExperimentConfig, *, local: bool) -> tuple[str, str]:
         raise ConfigError(str(error)) from None
 
 
-def build_pipeline(cfg: ExperimentConfig, *, local: bool = False) -> BaseComponent:
-    """The experiment's pipeline; `local` for kfp.local (no images needed)."""
+def build_pipeline(
+    cfg: ExperimentConfig, *, local: bool = False, segment: tuple[int, int] | None = None
+) -> BaseComponent:
+    """The experiment's pipeline, or with `segment` (first, last round) the part of a long
+    experiment one KFP run holds: a later segment continues the run named by its
+    `continue_run` parameter, and only the last one finalises. `local` for kfp.local (no
+    images needed)."""
     kf = cfg.kubeflow
+    first, last = segment or (1, cfg.rounds)
     image, aggregate_image = images(cfg, local=local)
     step = {f.__name__: build(f, image) for f in (setup, partition, init_model, broadcast)}
     step |= {f.__name__: build(f, image) for f in (train_group, evaluate, finalise)}
@@ -193,21 +200,31 @@ def build_pipeline(cfg: ExperimentConfig, *, local: bool = False) -> BaseCompone
         )
         return _pod(combined, cfg, resources=light, timeout_s=kf.client_timeout_s)
 
+    whole = (first, last) == (1, cfg.rounds)
+    rounds = "" if whole else f", rounds {first}-{last}"
+
     @dsl.pipeline(
-        name=f"fedprune-{cfg.experiment}",
-        description=f"Federated pruning: {cfg.rounds} rounds, {cfg.data.num_clients} clients.",
+        name=f"fedprune-{cfg.experiment}" + ("" if whole else f"-rounds-{first}-{last}"),
+        description=f"Federated pruning: {cfg.rounds} rounds{rounds}, "
+        f"{cfg.data.num_clients} clients.",
     )
-    def federated_pruning(config_json: str = cfg.model_dump_json()) -> Model:
+    def federated_pruning(
+        config_json: str = cfg.model_dump_json(), continue_run: str = ""
+    ) -> Model:
         compiled = json.dumps(dag_shape(cfg))  # a constant: the run-time config must match it
-        setup_task = step["setup"](config_json=config_json, compiled_shape=compiled)
+        setup_task = step["setup"](
+            config_json=config_json, compiled_shape=compiled, first_round=first,
+            continue_run=continue_run,
+        )  # fmt: skip
         run = _pod(setup_task, cfg, resources=light, timeout_s=kf.client_timeout_s)
         shards = _split(config_json)
         model = step["init_model"](
-            config_json=config_json, run_id=run.output, shards=shards.outputs["shards"]
-        )
+            config_json=config_json, run_id=run.output, shards=shards.outputs["shards"],
+            after_round=first - 1,
+        )  # fmt: skip
         _pod(model, cfg, resources=light, timeout_s=kf.client_timeout_s)
         current = model.outputs["model"]
-        for round_ in range(1, cfg.rounds + 1):
+        for round_ in range(first, last + 1):
             task = fl_round(
                 config_json=config_json,
                 run_id=run.output,
@@ -216,6 +233,8 @@ def build_pipeline(cfg: ExperimentConfig, *, local: bool = False) -> BaseCompone
                 shards=shards.outputs["shards"],
             ).set_display_name(f"round {round_}")
             current = task.output
+        if last < cfg.rounds:  # the next segment continues from the published round
+            return current
         final = step["finalise"](
             config_json=config_json,
             run_id=run.output,
@@ -228,33 +247,75 @@ def build_pipeline(cfg: ExperimentConfig, *, local: bool = False) -> BaseCompone
     return federated_pruning
 
 
-def compile_pipeline(cfg: ExperimentConfig, path: str | Path) -> Path:
-    """Compile for a cluster; a spec above `kubeflow.max_spec_kb` is removed and refused with
-    the rounds that fit."""
+def spec_size(cfg: ExperimentConfig, rounds: int) -> int:
+    """Bytes of the compiled spec of the experiment cut to `rounds` rounds, finalise step
+    included (an upper bound for a segment of as many rounds)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "pipeline.yaml"
+        short = cfg.model_copy(update={"rounds": rounds})
+        compiler.Compiler().compile(build_pipeline(short), str(path))
+        return path.stat().st_size
+
+
+def rounds_per_run(cfg: ExperimentConfig) -> int:
+    """`kubeflow.rounds_per_run`, or as many rounds as fit in `kubeflow.max_spec_kb`,
+    measured from the specs of one and two rounds (each round adds the same)."""
+    kf = cfg.kubeflow
+    if kf.rounds_per_run is not None:
+        return min(kf.rounds_per_run, cfg.rounds)
+    budget, one = kf.max_spec_kb * 1000, spec_size(cfg, 1)
+    if one > budget:
+        raise ConfigError(
+            f"kubeflow.max_spec_kb: one round compiles to {one / 1000:.0f} KB of pipeline spec, "
+            f"above {kf.max_spec_kb} KB"
+        )
+    if cfg.rounds == 1:
+        return 1
+    per_round = spec_size(cfg, 2) - one
+    return min(cfg.rounds, 1 + int((budget - one) / per_round))
+
+
+def segment_after(cfg: ExperimentConfig, done: int, per_run: int) -> tuple[int, int]:
+    """The rounds of the KFP run that follows `done` published rounds."""
+    if done >= cfg.rounds:
+        raise ConfigError(f"all {cfg.rounds} rounds are published: nothing to continue")
+    return done + 1, min(done + per_run, cfg.rounds)
+
+
+def compile_pipeline(cfg: ExperimentConfig, path: str | Path, *, done: int = 0) -> Path:
+    """Compile the KFP run that follows `done` published rounds: the whole experiment when
+    it fits in `kubeflow.max_spec_kb`, else its next segment (`rounds_per_run` rounds).
+    A spec above the budget (an explicit `rounds_per_run` too large) is removed and refused
+    with the rounds that fit."""
     path = Path(path)
-    compiler.Compiler().compile(build_pipeline(cfg), str(path))
+    segment = segment_after(cfg, done, rounds_per_run(cfg))
+    compiler.Compiler().compile(build_pipeline(cfg, segment=segment), str(path))
     size, budget = path.stat().st_size, cfg.kubeflow.max_spec_kb * 1000
-    if size <= budget:
-        return path
-    path.unlink()
-    message = (
-        f"rounds: {cfg.rounds} rounds compile to {size / 1000:.0f} KB of pipeline spec, above "
-        f"kubeflow.max_spec_kb ({cfg.kubeflow.max_spec_kb} KB; the Argo Workflow would outgrow "
-        "etcd)"
-    )
-    if cfg.rounds > 1:  # what one round adds, from a one-round compile beside it
-        one = path.with_suffix(".one-round.yaml")
-        compiler.Compiler().compile(build_pipeline(cfg.model_copy(update={"rounds": 1})), str(one))
-        first = one.stat().st_size
-        one.unlink()
-        fit = 1 + int((budget - first) / ((size - first) / (cfg.rounds - 1)))
-        if fit >= 1:
-            message += f": lower rounds to {fit} and chain runs with init_from: latest"
-    raise ConfigError(message)
+    if size > budget:
+        path.unlink()
+        fit = rounds_per_run(cfg.model_copy(update={"kubeflow": cfg.kubeflow.model_copy(
+            update={"rounds_per_run": None})}))  # fmt: skip
+        raise ConfigError(
+            f"kubeflow.rounds_per_run: {segment[1] - segment[0] + 1} rounds compile to "
+            f"{size / 1000:.0f} KB of pipeline spec, above kubeflow.max_spec_kb "
+            f"({cfg.kubeflow.max_spec_kb} KB; the Argo Workflow would outgrow etcd): at most "
+            f"{fit}, or leave it unset"
+        )
+    return path
+
+
+def segments(cfg: ExperimentConfig) -> list[tuple[int, int]]:
+    """Every KFP run of the experiment, as (first, last) rounds."""
+    per_run, done, found = rounds_per_run(cfg), 0, []
+    while done < cfg.rounds:
+        found.append(segment_after(cfg, done, per_run))
+        done = found[-1][1]
+    return found
 
 
 def run_locally(cfg: ExperimentConfig, pipeline_root: str | Path) -> Path:
-    """Run the pipeline with `kfp.local` in this Python environment; returns the final model.
+    """Run the whole pipeline with `kfp.local` in this Python environment; returns the
+    final model.
 
     Kubernetes-only settings (resources, GPU, secrets) do not apply locally."""
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root))

@@ -16,8 +16,10 @@ import kfp
 from kfp_server_api.exceptions import ApiException
 
 from fedprune.config import ExperimentConfig
+from fedprune.engine.round import resume_state
 from fedprune.errors import UserError
-from pipelines.federated_pruning import compile_pipeline
+from fedprune.io.publish import run_store
+from pipelines.federated_pruning import compile_pipeline, rounds_per_run, segment_after, segments
 
 MIN_KFP_BACKEND = (2, 14, 0)
 """Oldest KFP backend the compiled pipeline runs on: artifact `dsl.Collected` needs 2.14,
@@ -170,10 +172,19 @@ def connect(host: str, namespace: str | None = None, timeout_s: float = 10.0) ->
 class Submitted:
     id: str
     url: str
+    rounds: tuple[int, int] = (1, 1)
+    """The rounds this KFP run holds (a segment of a longer experiment, or all of them)."""
 
 
-def _compiled(cfg: ExperimentConfig, folder: str) -> str:
-    return str(compile_pipeline(cfg, Path(folder) / f"fedprune-{cfg.experiment}.yaml"))
+def _compiled(cfg: ExperimentConfig, folder: str, done: int = 0) -> str:
+    return str(compile_pipeline(cfg, Path(folder) / f"fedprune-{cfg.experiment}.yaml", done=done))
+
+
+def published(cfg: ExperimentConfig, run_id: str) -> int:
+    """How many rounds the unfinished run `run_id` has published, the config the same as the
+    one it started with (what the segment that follows it starts after)."""
+    _, history = resume_state(run_store(cfg, run_id), cfg)
+    return len(history)
 
 
 def submit(
@@ -183,17 +194,25 @@ def submit(
     experiment: str | None = None,
     namespace: str | None = None,
     run_name: str | None = None,
+    continue_run: str | None = None,
 ) -> Submitted:
+    """Start a KFP run of the experiment: all of it, or when it is longer than one run holds
+    (`kubeflow.rounds_per_run`) its first segment, or with `continue_run` the segment after
+    that run's last published round (read from the store before anything is sent)."""
+    done = published(cfg, continue_run) if continue_run else 0
+    segment = segment_after(cfg, done, rounds_per_run(cfg))
     client = connect(host, namespace)
     with tempfile.TemporaryDirectory() as folder, api_errors(host):
         result = client.create_run_from_pipeline_package(
-            _compiled(cfg, folder),
+            _compiled(cfg, folder, done),
+            arguments={"continue_run": continue_run} if continue_run else None,
             run_name=run_name or f"{cfg.experiment}-s{cfg.seed}",
             experiment_name=experiment or cfg.experiment,
             namespace=namespace,
             service_account=cfg.kubeflow.service_account,
         )
-    return Submitted(result.run_id, f"{host.rstrip('/')}/#/runs/details/{result.run_id}")
+    url = f"{host.rstrip('/')}/#/runs/details/{result.run_id}"
+    return Submitted(result.run_id, url, segment)
 
 
 def schedule(
@@ -212,6 +231,12 @@ def schedule(
     validate_cron(cron)
     if max_concurrency < 1:
         raise UserError(f"--max-concurrency must be >= 1, got {max_concurrency}")
+    if (per_run := rounds_per_run(cfg)) < cfg.rounds:
+        raise UserError(
+            f"rounds: a scheduled run must be one KFP run, and {cfg.rounds} rounds need "
+            f"{len(segments(cfg))} (kubeflow.max_spec_kb): schedule at most {per_run} rounds; "
+            "each night continues from the last with init_from: latest"
+        )
     client = connect(host, namespace)
     with tempfile.TemporaryDirectory() as folder, api_errors(host):
         found = client.create_experiment(experiment or cfg.experiment, namespace=namespace)

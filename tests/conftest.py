@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -37,3 +39,21 @@ def make_config(tmp_path: Path):
         return parse_config(raw)
 
     return build
+
+
+@contextmanager
+def failing_at_round(round_: int) -> Iterator[None]:
+    """Inside: publishing round `round_` raises RuntimeError('injected failure …'), so a run
+    stops with rounds 1…`round_` - 1 published, unfinished (as a killed run leaves it)."""
+    from fedprune.io.store import RunStore
+
+    publish = RunStore.publish_round
+
+    def fail(self, number, objects):
+        if number == round_:
+            raise RuntimeError(f"injected failure in round {round_}")
+        publish(self, number, objects)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(RunStore, "publish_round", fail)
+        yield

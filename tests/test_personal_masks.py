@@ -29,6 +29,7 @@ from fedprune.io.publish import round_state
 from fedprune.io.state import STATE, ClientState
 from fedprune.io.store import LocalBackend, RunStore
 from fedprune.pruning.masks import full_mask, measure_sparsity, prunable_names
+from tests.conftest import failing_at_round
 
 ROUNDS = 4
 LOTTERY = {
@@ -127,19 +128,10 @@ def test_a_client_prunes_only_when_accurate_enough_and_rewinds(
     assert capped is same
 
 
-def test_resume_continues_with_the_stored_personal_masks(personal_cfg, mnist_small, monkeypatch):
+def test_resume_continues_with_the_stored_personal_masks(personal_cfg, mnist_small):
     uninterrupted = engine.run_experiment(personal_cfg, data=mnist_small)
-    publish = RunStore.publish_round
-
-    def fail_in_round_3(self, round_, objects):
-        if round_ == 3:
-            raise RuntimeError("injected failure in round 3")
-        publish(self, round_, objects)
-
-    monkeypatch.setattr(RunStore, "publish_round", fail_in_round_3)
-    with pytest.raises(RuntimeError, match="injected"):
+    with failing_at_round(3), pytest.raises(RuntimeError, match="injected"):
         engine.run_experiment(personal_cfg, data=mnist_small)
-    monkeypatch.setattr(RunStore, "publish_round", publish)
     runs = [p.name for p in (Path(personal_cfg.store) / personal_cfg.experiment).iterdir()]
     failed = next(r for r in runs if r != uninterrupted.run_id)
     resumed = engine.run_experiment(personal_cfg, data=mnist_small, resume=failed)

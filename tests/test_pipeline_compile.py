@@ -177,20 +177,6 @@ def test_hundred_clients_fifty_rounds_compiles(tmp_path):
     )
 
 
-def test_a_spec_above_the_budget_is_refused_with_the_rounds_that_fit(tmp_path):
-    cfg = parse_config({"rounds": 50, "data": {"num_clients": 100},
-                        "kubeflow": {"image": IMAGE, "clients_per_pod": 10}})  # fmt: skip
-    with pytest.raises(
-        ConfigError, match=r"50 rounds compile to \d+ KB .* lower rounds to (\d+)"
-    ) as e:
-        compile_pipeline(cfg, tmp_path / "big.yaml")
-    assert not (tmp_path / "big.yaml").exists()
-    fit = int(str(e.value).rsplit("lower rounds to ", 1)[1].split()[0])
-    shorter = cfg.model_copy(update={"rounds": fit})
-    path = compile_pipeline(shorter, tmp_path / "fits.yaml")
-    assert path.stat().st_size <= cfg.kubeflow.max_spec_kb * 1000
-
-
 def test_core_never_imports_kfp():
     """No module of the core library (every one, imported) loads kfp or kubernetes."""
     import subprocess

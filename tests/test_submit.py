@@ -298,3 +298,40 @@ def test_every_option_has_help_and_there_is_a_version(capsys):
         main(["--version"])
     assert exited.value.code == 0
     assert capsys.readouterr().out.startswith("fedprune ")
+
+
+def test_submit_continue_runs_the_segment_after_the_last_published_round(
+    kfp_host, make_config, mnist_small
+):
+    from fedprune.engine import local as engine
+    from tests.conftest import failing_at_round
+
+    cfg = make_config(rounds=4, kubeflow={**GPU_KUBEFLOW, "rounds_per_run": 2})
+    with failing_at_round(3), pytest.raises(RuntimeError, match="injected"):
+        engine.run_experiment(cfg, data=mnist_small)  # leaves rounds 1-2 published
+    (run_id,) = [p.name for p in (Path(cfg.store) / cfg.experiment).iterdir() if p.is_dir()]
+
+    first = kf.submit(cfg, kfp_host)
+    later = kf.submit(cfg, kfp_host, continue_run=run_id)
+    assert (first.rounds, later.rounds) == ((1, 2), (3, 4))
+    one, two = (r["body"] for r in posted("/apis/v2beta1/runs"))
+    assert "continue_run" not in (one["runtime_config"] or {}).get("parameters", {})
+    assert two["runtime_config"]["parameters"]["continue_run"] == run_id
+    specs = [body["pipeline_spec"]["pipeline_spec"] for body in (one, two)]
+    assert [s["pipelineInfo"]["name"] for s in specs] == [
+        "fedprune-test-rounds-1-2",
+        "fedprune-test-rounds-3-4",
+    ]
+    assert ["finalise" in s["root"]["dag"]["tasks"] for s in specs] == [False, True]
+    with pytest.raises(kf.UserError, match="cannot resume run 0+: .*config.yaml does not exist"):
+        kf.submit(cfg, kfp_host, continue_run="0" * 32)
+    assert len(posted("/apis/v2beta1/runs")) == 2, "refused before anything was sent"
+
+
+def test_a_schedule_longer_than_one_run_is_refused(kfp_host, config):
+    raw = yaml.safe_load(config.read_text())
+    raw["kubeflow"] = {**GPU_KUBEFLOW, "rounds_per_run": 1}
+    config.write_text(yaml.safe_dump(raw))
+    args = ["schedule", str(config), "--host", kfp_host, "--cron", "0 0 2 * * *"]
+    assert main(args) == 2
+    assert posted("/apis/v2beta1/recurringruns") == []

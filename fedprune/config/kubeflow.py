@@ -121,8 +121,12 @@ class KubeflowConfig(Params):
     max_spec_kb: Annotated[int, Field(ge=50)] = 400
     """The largest pipeline spec `compile` and `submit` write: KFP expands a spec into one
     Argo Workflow object several times its size, which etcd refuses above ~1.5 MB (KFP issue
-    #13738: 56 tasks, 1.95 MiB). Each round adds ~25 KB; a longer experiment runs as several
-    runs, each warm-starting from the last (`init_from: latest`)."""
+    #13738: 56 tasks, 1.95 MiB). Each round adds ~25 KB."""
+    rounds_per_run: Annotated[int, Field(ge=1)] | None = None
+    """Rounds of one KFP run: a longer experiment runs as a chain of runs (segments), each
+    continuing the same store run and MLflow run from its last published round (`fedprune
+    submit --continue RUN_ID`). Default: as many as fit in `max_spec_kb`, measured when the
+    pipeline is compiled."""
     client_resources: ResourcesConfig = ResourcesConfig()
     client_retries: Annotated[int, Field(ge=0)] = 2
     client_timeout_s: Annotated[int, Field(ge=1)] = 3600

@@ -20,10 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from pydantic import ValidationError
 
 from fedprune import steps
-from fedprune.config import ExperimentConfig, flatten
+from fedprune.config import ExperimentConfig
 from fedprune.engine.callbacks import load_callbacks
 from fedprune.engine.export import check_export
 from fedprune.engine.pool import ClientPool
@@ -34,9 +33,9 @@ from fedprune.engine.round import (
     finish,
     initial_model,
     plan_round,
+    resume_state,
 )
 from fedprune.errors import RunInterrupted, signal_of
-from fedprune.io.publish import round_state
 from fedprune.io.s3 import open_backend
 from fedprune.io.state import ClientState
 from fedprune.io.store import Backend, LocalBackend, RunStore, StoreError, folder_problem
@@ -63,38 +62,6 @@ class Progress:
     def start(self, rounds: int, clients_per_round: int) -> None: ...
     def client_done(self, count: int = 1) -> None: ...
     def round_done(self, metrics: RoundMetrics) -> None: ...
-
-
-def resume_state(
-    store: RunStore, cfg: ExperimentConfig
-) -> tuple[GlobalModel | None, list[RoundMetrics]]:
-    """The last published round's global model and metrics, after checking that the run exists,
-    is unfinished, and was started with the same config."""
-    try:
-        saved = ExperimentConfig.model_validate(yaml.safe_load(store.read("config.yaml")))
-    except StoreError as error:
-        raise StoreError(f"cannot resume run {store.run_id}: {error}") from None
-    except (yaml.YAMLError, ValidationError) as error:
-        reason = str(error).splitlines()[0]
-        raise StoreError(
-            f"cannot resume run {store.run_id}: {store.location}/config.yaml is corrupt "
-            f"({reason}); restore it from the run's MLflow artifacts (config.yaml)"
-        ) from None
-    ours = flatten(cfg)
-    theirs = flatten(saved)
-    changed = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
-    if changed:
-        raise StoreError(
-            f"cannot resume run {store.run_id}: the config differs from the run's in "
-            + ", ".join(changed)
-        )
-    if store.finished():
-        raise StoreError(
-            f"run {store.run_id} already finished (its final model is published); nothing "
-            "to resume, nothing was changed"
-        )
-    rounds = store.published_rounds()
-    return round_state(store, rounds[-1]) if rounds else (None, [])
 
 
 def train_round(

@@ -17,13 +17,17 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import yaml
+from pydantic import ValidationError
+
 from fedprune import steps
+from fedprune.config import ExperimentConfig, flatten
 from fedprune.engine.callbacks import Callback, RoundContext, run_callbacks
 from fedprune.engine.export import SHRUNK, final_artifacts, log_final_model
 from fedprune.io.codec import decode
-from fedprune.io.publish import latest_global, metrics_bytes, round_objects
+from fedprune.io.publish import latest_global, metrics_bytes, round_objects, round_state
 from fedprune.io.state import ClientState
-from fedprune.io.store import Backend, RunStore, compact_model_bytes, model_bytes
+from fedprune.io.store import Backend, RunStore, StoreError, compact_model_bytes, model_bytes
 from fedprune.pruning.masks import Mask
 from fedprune.records import ClientUpdate, GlobalModel, RoundMetrics, RoundPlan
 from fedprune.steps import Runtime
@@ -133,6 +137,38 @@ def initial_model(rt: Runtime, backend: Backend) -> tuple[GlobalModel, str]:
     if source not in ("scratch", "latest"):
         return steps.init_global(rt, pretrained_weights(rt, source)), source
     return steps.init_global(rt), "scratch"
+
+
+def resume_state(
+    store: RunStore, cfg: ExperimentConfig
+) -> tuple[GlobalModel | None, list[RoundMetrics]]:
+    """The last published round's global model and metrics, after checking that the run exists,
+    is unfinished, and was started with the same config."""
+    try:
+        saved = ExperimentConfig.model_validate(yaml.safe_load(store.read("config.yaml")))
+    except StoreError as error:
+        raise StoreError(f"cannot resume run {store.run_id}: {error}") from None
+    except (yaml.YAMLError, ValidationError) as error:
+        reason = str(error).splitlines()[0]
+        raise StoreError(
+            f"cannot resume run {store.run_id}: {store.location}/config.yaml is corrupt "
+            f"({reason}); restore it from the run's MLflow artifacts (config.yaml)"
+        ) from None
+    ours = flatten(cfg)
+    theirs = flatten(saved)
+    changed = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
+    if changed:
+        raise StoreError(
+            f"cannot resume run {store.run_id}: the config differs from the run's in "
+            + ", ".join(changed)
+        )
+    if store.finished():
+        raise StoreError(
+            f"run {store.run_id} already finished (its final model is published); nothing "
+            "to resume, nothing was changed"
+        )
+    rounds = store.published_rounds()
+    return round_state(store, rounds[-1]) if rounds else (None, [])
 
 
 def final_costs(rt: Runtime, global_model: GlobalModel, state: ClientState) -> dict[str, float]:

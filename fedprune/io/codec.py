@@ -188,6 +188,10 @@ def _encode(
             entry["c"] = "dense"
             tensors[f"{name}:v"] = stored
             continue
+        if not values_only and entry["n"] == flat_keep.size and bool((stored != 0).all()):
+            entry["c"] = "dense"  # what the comparison below picks for a full mask, found fast
+            tensors[f"{name}:v"] = stored
+            continue
         kept_values = stored[torch.from_numpy(flat_keep)]
         if values_only:
             entry["c"] = "values"
