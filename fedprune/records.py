@@ -154,6 +154,14 @@ class RoundPlan:
     sent: Downloads
     started: float
     """Wall clock (epoch seconds) when the round began, for its duration across pods."""
+    rounds_before: int = 0
+    """Rounds the global model was trained for in earlier runs (a warm start)."""
+
+    @property
+    def model_round(self) -> int:
+        """The round across every run the model was trained in: what the pruning schedule,
+        the client sampling and the seeds follow, so a warm-started run continues them."""
+        return self.rounds_before + self.round
 
     @property
     def payload(self) -> bytes:

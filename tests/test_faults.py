@@ -279,13 +279,13 @@ def test_corrupt_manifest_and_config_are_clear_errors_and_latest_skips_them(
     # a warm start takes finished runs only (not the newer one, unfinished now) and skips a
     # corrupt round for the newest good one: the older run's round 2, then (its model
     # flipped) its round 1
-    _, source = latest_global(backend, raw["experiment"])
+    _, source, _ = latest_global(backend, raw["experiment"])
     assert source == f"{older.prefix}/rounds/0002"
     model = backend.root / older.prefix / "rounds/0002/model.safetensors"
     flipped = bytearray(model.read_bytes())
     flipped[-1] ^= 0xFF
     model.write_bytes(bytes(flipped))
-    _, source = latest_global(backend, raw["experiment"])
+    _, source, _ = latest_global(backend, raw["experiment"])
     assert source == f"{older.prefix}/rounds/0001"
     assert "skipping round 2" in caplog.text
     assert main(["run", str(written(tmp_path, {**raw, "init_from": "latest"}, "warm.yaml"))]) == 0

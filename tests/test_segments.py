@@ -127,3 +127,34 @@ def test_a_chain_of_segments_gives_the_local_engines_run(make_config, mnist_smal
     history = client.get_metric_history(run_id, "test_accuracy")
     assert [m.step for m in history] == [1, 2, 3, 4], "one MLflow run across both segments"
     assert [m.value for m in history] == [m.test["accuracy"] for m in local.history]
+
+
+def test_a_warm_started_pipeline_run_continues_as_the_local_engine_does(
+    make_config, mnist_small, tmp_path
+):
+    """`init_from: latest` in the pods: the round count the model carries reaches every
+    round's pods (sampling as rounds 3-4, seeds, the schedule), byte for byte as locally."""
+    cfg = make_config(
+        rounds=2,
+        init_from="latest",
+        sampling={"count": 2},
+        pruning={"schedule": {"kind": "iterative", "target": 0.8, "every": 1, "rate": 0.6}},
+        kubeflow={"clients_per_pod": 1},
+    )
+    engine.run_experiment(cfg, data=mnist_small)  # the finished run both start from
+    config_json = cfg.model_dump_json()
+    run_id = setup(config_json, json.dumps(dag_shape(cfg)))
+    shards = _artifact(tmp_path / "shards.json")
+    partition(config_json, shards)
+    current = _artifact(tmp_path / "model-0")
+    init_model(config_json, run_id, shards, current)  # picks the source before the next exists
+    local = engine.run_experiment(cfg, data=mnist_small)
+    for round_ in (1, 2):
+        current = _round(cfg, config_json, run_id, current, shards, round_, tmp_path)
+    pods = RunStore(LocalBackend(cfg.store), cfg.experiment, run_id)
+    ours = RunStore(LocalBackend(cfg.store), cfg.experiment, local.run_id)
+    for round_ in (1, 2):
+        names = ["model.safetensors", "updates.json", "state.json"]
+        assert pods.load_round(round_, names) == ours.load_round(round_, names), round_
+    tags = MlflowClient(cfg.tracking).get_run(run_id).data.tags
+    assert tags["rounds_before"] == "2"

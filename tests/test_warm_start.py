@@ -1,6 +1,8 @@
 """`init_from: latest`: a run continues from the newest model its experiment published;
 `init_from: <file>.safetensors`: a run starts from pretrained weights."""
 
+import json
+
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
@@ -25,6 +27,35 @@ def test_warm_start_continues_from_the_newest_published_model(make_config, mnist
     third = engine.run_experiment(cfg, data=mnist_small)  # now the second run is the newest
     tags = MlflowClient(cfg.tracking).get_run(third.run_id).data.tags
     assert tags["init_from"] == f"test/{second.run_id}/rounds/0001"
+
+
+def test_a_warm_start_continues_the_round_count_schedule_and_sampling(make_config, mnist_small):
+    """Nightly runs of 2 rounds: the second samples, seeds and prunes as rounds 3-4 of one
+    long run would, not as a repeat of rounds 1-2."""
+    from fedprune import steps
+    from fedprune.io.store import LocalBackend, RunStore, rounds_before_of
+
+    ramp = {"kind": "iterative", "target": 0.8, "every": 1, "rate": 0.6}
+    cfg = make_config(
+        rounds=2, init_from="latest", sampling={"count": 2}, pruning={"schedule": ramp}
+    )
+    runs = [engine.run_experiment(cfg, data=mnist_small) for _ in range(3)]
+    method = steps.Runtime.build(cfg, data=mnist_small).method
+    assert [m.target_sparsity for r in runs for m in r.history] == [
+        method.target(r) for r in range(1, 7)
+    ]
+    client = MlflowClient(cfg.tracking)
+    tags = [client.get_run(r.run_id).data.tags["rounds_before"] for r in runs]
+    assert tags == ["0", "2", "4"]
+    store = RunStore(LocalBackend(cfg.store), cfg.experiment, runs[2].run_id)
+    model = store.load_round(1, ["model.safetensors"])["model.safetensors"]
+    assert rounds_before_of(model) == 4, "the count travels with the model"
+    sampled = [
+        [u["client"] for u in json.loads(store.load_round(r, ["updates.json"])["updates.json"])]
+        for r in (1, 2)
+    ]
+    assert sampled == [steps.sample_clients(cfg, 5), steps.sample_clients(cfg, 6)]
+    assert sampled != [steps.sample_clients(cfg, 1), steps.sample_clients(cfg, 2)]
 
 
 def test_warm_start_never_takes_a_run_that_did_not_finish(make_config, mnist_small):
@@ -61,7 +92,7 @@ def test_a_pretrained_start_from_a_safetensors_file(make_config, mnist_small, tm
     save_file({k: v.contiguous() for k, v in donor.items()}, path)
     cfg = make_config(init_from=str(path))
     rt = Runtime.build(cfg, data=mnist_small)
-    start, source = initial_model(rt, LocalBackend(str(tmp_path)))
+    start, source, _ = initial_model(rt, LocalBackend(str(tmp_path)))
     assert source == str(path)
     assert all(torch.equal(start.weights[k], donor[k]) for k in donor)
     assert engine.run_experiment(cfg, data=mnist_small).history[-1].test["accuracy"] > 0.5

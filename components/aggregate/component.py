@@ -45,7 +45,7 @@ def aggregate(
     kept = steps.accepted(received, rejected)
     combined = steps.aggregate(kept, cfg, previous, device)
     chosen = steps.server_prune(
-        combined, kept, rt.method, round_=broadcast.round, broadcast=broadcast.payload
+        combined, kept, rt.method, round_=broadcast.model_round, broadcast=broadcast.payload
     )
-    write_model(model.path, chosen)
+    write_model(model.path, chosen, rounds_before=broadcast.rounds_before)
     write_rejections(screening.path, rejected)

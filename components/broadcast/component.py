@@ -16,7 +16,7 @@ def broadcast(
 
     from fedprune.config import parse_config
     from fedprune.engine.round import plan_round
-    from fedprune.io.exchange import pod_runtime, read_model, write_broadcast
+    from fedprune.io.exchange import pod_runtime, read_model, read_rounds_before, write_broadcast
     from fedprune.io.publish import run_store
     from fedprune.io.state import ClientState
     from fedprune.tracking.runs import end_on_signals
@@ -25,5 +25,6 @@ def broadcast(
     end_on_signals(cfg, run_id)  # SIGTERM: the MLflow run is marked KILLED
     rt = pod_runtime(cfg, shards.path, with_data=False)
     state = ClientState.after(run_store(cfg, run_id), round_ - 1)
-    plan = plan_round(rt, read_model(global_model.path), state, round_=round_)
+    before = read_rounds_before(global_model.path)  # a warm start's earlier rounds
+    plan = plan_round(rt, read_model(global_model.path), state, round_=round_, rounds_before=before)
     write_broadcast(message.path, plan)

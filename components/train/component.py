@@ -39,5 +39,5 @@ def train_group(
     personal = client_starts(rt, state, plan, clients=clients) if state else {}
     write_updates(
         updates.path,
-        steps.train_clients(rt, plan.payload, clients, round_=plan.round, personal=personal),
+        steps.train_clients(rt, plan.payload, clients, round_=plan.model_round, personal=personal),
     )

@@ -36,6 +36,7 @@ from fedprune.engine.round import (
     resume_state,
 )
 from fedprune.errors import RunInterrupted, signal_of
+from fedprune.io.publish import rounds_before_at
 from fedprune.io.s3 import open_backend
 from fedprune.io.state import ClientState
 from fedprune.io.store import Backend, LocalBackend, RunStore, StoreError, folder_problem
@@ -72,12 +73,13 @@ def train_round(
     payload, personal = plan.payload, client_starts(rt, state, plan, clients=plan.clients)
     if pool is not None:
         yield from (
-            [u] for u in pool.train(payload, plan.clients, round_=plan.round, personal=personal)
+            [u]
+            for u in pool.train(payload, plan.clients, round_=plan.model_round, personal=personal)
         )
         return
     groups = [plan.clients] if rt.cfg.client.vectorize else [[c] for c in plan.clients]
     for group in groups:
-        yield steps.train_clients(rt, payload, group, round_=plan.round, personal=personal)
+        yield steps.train_clients(rt, payload, group, round_=plan.model_round, personal=personal)
 
 
 def report_skipped(rt: steps.Runtime, tracking: Background, global_model: GlobalModel) -> None:
@@ -134,20 +136,21 @@ def run_experiment(
     pool = ClientPool(rt) if cfg.engine.workers > 1 else None
     try:
         if restored is None:
-            global_model, source = initial_model(rt, backend)
+            global_model, source, rounds_before = initial_model(rt, backend)
             tracking.set_tag("init_from", source)
+            tracking.set_tag("rounds_before", str(rounds_before))
             report_skipped(rt, tracking, global_model)
             assert rt.data is not None
             tracking.log_input(rt.data.name, rt.data.digest(), rt.data.name, "training")
         else:
-            global_model = restored
+            global_model, rounds_before = restored, rounds_before_at(store, len(history))
         relog(tracking, history)  # a kill can fall between store and MLflow
         progress.start(cfg.rounds - len(history), cfg.clients_per_round())
         for metrics in history:
             progress.round_done(metrics)
         state = ClientState.after(store, len(history)) if store else ClientState()
         for round_ in range(len(history) + 1, cfg.rounds + 1):
-            plan = plan_round(rt, global_model, state, round_=round_)
+            plan = plan_round(rt, global_model, state, round_=round_, rounds_before=rounds_before)
             updates = []
             for batch in train_round(rt, pool, plan, state=state):
                 updates += batch
@@ -156,7 +159,7 @@ def run_experiment(
             kept = steps.accepted(updates, rejected)
             combined = steps.aggregate(kept, cfg, global_model)
             candidate = steps.server_prune(
-                combined, kept, rt.method, round_=round_, broadcast=plan.payload
+                combined, kept, rt.method, round_=plan.model_round, broadcast=plan.payload
             )
             store = store or new_run_store(rt, backend, tracking)
             metrics = conclude_round(

@@ -48,10 +48,17 @@ def personal_masks(state: ClientState, clients: list[int]) -> dict[int, Mask]:
 
 
 def plan_round(
-    rt: Runtime, global_model: GlobalModel, state: ClientState, *, round_: int
+    rt: Runtime,
+    global_model: GlobalModel,
+    state: ClientState,
+    *,
+    round_: int,
+    rounds_before: int = 0,
 ) -> RoundPlan:
+    """Sample the round's clients (by the model's round across runs, `RoundPlan.model_round`)
+    and encode what each downloads."""
     started = time.time()
-    clients = steps.sample_clients(rt.cfg, round_)
+    clients = steps.sample_clients(rt.cfg, rounds_before + round_)
     payload = steps.broadcast(global_model, rt.cfg)
     sent = steps.downloads(
         global_model,
@@ -61,7 +68,7 @@ def plan_round(
         personal=personal_masks(state, clients) if rt.method.personal else {},
         cfg=rt.cfg,
     )
-    return RoundPlan(round_, clients, sent, started)
+    return RoundPlan(round_, clients, sent, started, rounds_before)
 
 
 def client_starts(
@@ -92,8 +99,9 @@ def conclude_round(
     seconds = time.time() - plan.started  # training and aggregation; not the test pass
     everything, updates = updates, steps.accepted(updates, rejected)
     metrics = steps.round_metrics(
-        rt, plan.round, candidate, updates=updates, sent=plan.sent, seconds=seconds
-    )
+        rt, plan.round, candidate, updates=updates, sent=plan.sent, seconds=seconds,
+        model_round=plan.model_round,
+    )  # fmt: skip
     metrics = dataclasses.replace(
         metrics,
         mb_up_total=(sum(m.bytes_up for m in history) + metrics.bytes_up) / 1e6,
@@ -109,7 +117,10 @@ def conclude_round(
     if rt.method.personal:
         for update in updates:
             state.put_blob(PERSONAL, update.client, update.payload)
-    objects = round_objects(candidate, updates, metrics, quarantine(everything, rejected))
+    objects = round_objects(
+        candidate, updates, metrics, quarantine(everything, rejected),
+        rounds_before=plan.rounds_before,
+    )  # fmt: skip
     store.publish_round(plan.round, objects | state.objects(plan.round))
     return metrics
 
@@ -126,17 +137,18 @@ def quarantine(
     return objects | {"rejected/reasons.json": json.dumps(reasons, indent=2).encode()}
 
 
-def initial_model(rt: Runtime, backend: Backend) -> tuple[GlobalModel, str]:
-    """The round-0 global model and where it came from: the seed's fresh weights; with
-    `init_from: latest` the experiment's newest published model (fresh if there is none), so
-    a scheduled run continues training instead of restarting; or pretrained weights from a
-    .safetensors file (a path or s3:// URI)."""
+def initial_model(rt: Runtime, backend: Backend) -> tuple[GlobalModel, str, int]:
+    """The round-0 global model, where it came from and the rounds earlier runs trained it
+    for: the seed's fresh weights; with `init_from: latest` the newest model a finished run
+    of the experiment published (fresh if there is none), so a scheduled run continues
+    training, its round count, pruning schedule and client sampling, instead of restarting;
+    or pretrained weights from a .safetensors file (a path or s3:// URI)."""
     source = rt.cfg.init_from
     if source == "latest" and (found := latest_global(backend, rt.cfg.experiment)):
         return found
     if source not in ("scratch", "latest"):
-        return steps.init_global(rt, pretrained_weights(rt, source)), source
-    return steps.init_global(rt), "scratch"
+        return steps.init_global(rt, pretrained_weights(rt, source)), source, 0
+    return steps.init_global(rt), "scratch", 0
 
 
 def resume_state(

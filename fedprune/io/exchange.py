@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from fedprune.config import ExperimentConfig
-from fedprune.io.store import model_and_state, model_bytes
+from fedprune.io.store import model_and_state, model_bytes, rounds_before_of
 from fedprune.records import ClientUpdate, Downloads, GlobalModel, RoundPlan
 from fedprune.steps.runtime import Runtime
 from fedprune.steps.screening import Rejection
@@ -45,12 +45,19 @@ def pod_runtime(
     return Runtime.build(cfg, shards=shards, with_data=with_data)
 
 
-def write_model(path: str | Path, model: GlobalModel) -> None:
-    Path(path).write_bytes(model_bytes(model.weights, model.mask, model.state))
+def write_model(path: str | Path, model: GlobalModel, *, rounds_before: int = 0) -> None:
+    """A global model between pods, with the rounds earlier runs trained it for."""
+    data = model_bytes(model.weights, model.mask, model.state, rounds_before=rounds_before)
+    Path(path).write_bytes(data)
 
 
 def read_model(path: str | Path) -> GlobalModel:
     return GlobalModel(*model_and_state(Path(path).read_bytes()))
+
+
+def read_rounds_before(path: str | Path) -> int:
+    """`write_model`'s `rounds_before`."""
+    return rounds_before_of(Path(path).read_bytes())
 
 
 def write_broadcast(folder: str | Path, broadcast: RoundPlan) -> None:
@@ -64,6 +71,7 @@ def write_broadcast(folder: str | Path, broadcast: RoundPlan) -> None:
         (folder / f"personal-{client:06d}.safetensors").write_bytes(download)
     meta = {
         "round": broadcast.round,
+        "rounds_before": broadcast.rounds_before,
         "clients": broadcast.clients,
         "started": broadcast.started,
         "full_clients": sent.full_clients,
@@ -88,7 +96,7 @@ def read_broadcast(folder: str | Path) -> RoundPlan:
             c: (folder / f"personal-{c:06d}.safetensors").read_bytes() for c in meta["personal"]
         },
     )
-    return RoundPlan(meta["round"], meta["clients"], sent, meta["started"])
+    return RoundPlan(meta["round"], meta["clients"], sent, meta["started"], meta["rounds_before"])
 
 
 def write_updates(folder: str | Path, updates: list[ClientUpdate]) -> None:

@@ -19,6 +19,7 @@ from fedprune.io.store import (
     model_bytes,
     model_from_bytes,
     round_folder,
+    rounds_before_of,
 )
 from fedprune.records import ClientUpdate, GlobalModel, RoundMetrics
 
@@ -38,6 +39,8 @@ def round_objects(
     updates: list[ClientUpdate],
     metrics: RoundMetrics,
     quarantined: dict[str, bytes] | None = None,
+    *,
+    rounds_before: int = 0,
 ) -> dict[str, bytes]:
     """A round's own objects: the new global model, what each accepted client sent, the
     round's metrics (only its own: the history is the rounds' together, so the store grows
@@ -54,8 +57,11 @@ def round_objects(
     ]
     return {
         "model.safetensors": model_bytes(
-            global_model.weights, global_model.mask, global_model.state
-        ),
+            global_model.weights,
+            global_model.mask,
+            global_model.state,
+            rounds_before=rounds_before,
+        ),  # fmt: skip
         "updates.json": json.dumps(summaries, indent=2).encode(),
         "metrics.json": json.dumps(metrics.to_json(), indent=2, allow_nan=False).encode(),
         **(quarantined or {}),
@@ -68,6 +74,11 @@ def round_state(store: RunStore, round_: int) -> tuple[GlobalModel, list[RoundMe
     return GlobalModel(*model_and_state(model)), history_until(store, round_)
 
 
+def rounds_before_at(store: RunStore, round_: int) -> int:
+    """The rounds of earlier runs the run's model after `round_` continues (warm starts)."""
+    return rounds_before_of(store.load_round(round_, ["model.safetensors"])["model.safetensors"])
+
+
 def history_until(store: RunStore, round_: int) -> list[RoundMetrics]:
     """The metrics of rounds 1…`round_`, each read from its round (empty for 0)."""
     return [round_metrics(store, r) for r in range(1, round_ + 1)]
@@ -78,9 +89,10 @@ def round_metrics(store: RunStore, round_: int) -> RoundMetrics:
     return RoundMetrics.from_json(raw[-1] if isinstance(raw, list) else raw)  # a list: older
 
 
-def latest_global(backend: Backend, experiment: str) -> tuple[GlobalModel, str] | None:
+def latest_global(backend: Backend, experiment: str) -> tuple[GlobalModel, str, int] | None:
     """The most recently published global model of any finished run of `experiment` (for
-    warm starts), and where it came from; None if no run of it has finished. A run still
+    warm starts), where it came from and how many rounds it was trained for across runs
+    (what the new run continues); None if no run of it has finished. A run still
     going, killed or failed is never taken: a scheduled run must not start from a model
     that diverged or is half-trained. A round that cannot be read (corrupt manifest or
     model) is skipped with a warning for the next newest: one damaged run never stops the
@@ -108,7 +120,8 @@ def latest_global(backend: Backend, experiment: str) -> tuple[GlobalModel, str] 
                 continue
             # the model, not the strategy's state: the new run may aggregate with another rule
             weights, mask = model_from_bytes(model)
-            return GlobalModel(weights, mask), f"{store.prefix}/{round_folder(round_)}"
+            trained = rounds_before_of(model) + round_
+            return GlobalModel(weights, mask), f"{store.prefix}/{round_folder(round_)}", trained
     return None
 
 

@@ -40,6 +40,8 @@ STATE_PREFIX = "strategy::"
 """Tensors of the server strategy's state, beside a round's model (never in the final one)."""
 KEPT_PREFIX, SHAPE_PREFIX = "kept::", "shape::"
 """A compact model's kept values and shapes (`compact_model_bytes`)."""
+ROUNDS_BEFORE = "rounds_before"
+"""Metadata key: a warm-started run's model counts the rounds it was trained for before."""
 MANIFEST = "manifest.json"
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 """Experiment names and run ids: one folder, never `.`, `..` or a path."""
@@ -69,13 +71,23 @@ def folder_problem(path: Path) -> str | None:
     return None
 
 
-def model_bytes(weights: Weights, mask: Mask, state: Weights | None = None) -> bytes:
+def model_bytes(
+    weights: Weights, mask: Mask, state: Weights | None = None, *, rounds_before: int = 0
+) -> bytes:
     """Safetensors (never pickle), the mask beside the weights as bool tensors, and a round's
-    strategy state beside them."""
+    strategy state beside them; `rounds_before` (the rounds earlier runs trained the model
+    for, `rounds_before_of`) in the header's metadata when there were any."""
     tensors = {name: t.contiguous() for name, t in weights.items()}
     tensors.update({MASK_PREFIX + name: keep.contiguous() for name, keep in mask.items()})
     tensors.update({STATE_PREFIX + name: t.contiguous() for name, t in (state or {}).items()})
-    return st_save(tensors)
+    return st_save(tensors, {ROUNDS_BEFORE: str(rounds_before)} if rounds_before else None)
+
+
+def rounds_before_of(data: bytes) -> int:
+    """How many rounds of earlier runs a model of `model_bytes` continues (0 for none)."""
+    length = int.from_bytes(data[:8], "little")
+    metadata = json.loads(data[8 : 8 + length]).get("__metadata__") or {}
+    return int(metadata.get(ROUNDS_BEFORE, 0))
 
 
 def compact_model_bytes(weights: Weights, mask: Mask) -> bytes:
