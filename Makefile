@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONFIG ?= configs/quickstart.yaml
 
-.PHONY: setup data run example test test-all lint format bench bench-methods clean image image-cuda image-user image-test ui-screenshots
+.PHONY: setup data run example test test-all lint format bench bench-methods clean image image-server image-cuda image-user image-test ui-screenshots
 
 setup: $(STAMP)
 
@@ -74,12 +74,16 @@ bench-methods: data
 	$(BIN)/fedprune data fetch fashion-mnist
 	$(BIN)/python bench/methods.py
 
-# Container images (images/). IMAGE names the CPU image; the CUDA one gets a -cuda tag suffix.
+# Container images (images/). IMAGE names the CPU image; the MLflow server's (the server extra
+# too) gets a -server tag suffix, the CUDA one (GPU aggregation) -cuda.
 IMAGE ?= localhost/fedprune:0.1.0  # push as REGISTRY/fedprune:TAG and set kubeflow.image to it
 DOCKER ?= docker
 
 image:
 	$(DOCKER) build -f images/Dockerfile -t $(IMAGE) .
+
+image-server:
+	$(DOCKER) build -f images/Dockerfile --build-arg EXTRAS=kubeflow,server -t $(IMAGE)-server .
 
 image-cuda:
 	$(DOCKER) build -f images/Dockerfile.cuda -t $(IMAGE)-cuda .

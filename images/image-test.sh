@@ -7,7 +7,8 @@
 #   3. wheelhouse: containers here reach PyPI only through a TLS-intercepting proxy whose CA the
 #      image does not trust, so the wheels are built on the host (images/wheelhouse.sh) and the
 #      image installs them with `pip install --no-index` (build arg WHEELHOUSE);
-#   4. docker build of images/Dockerfile with BASE_IMAGE=<that base>;
+#   4. docker build of images/Dockerfile with BASE_IMAGE=<that base> and EXTRAS=kubeflow,server
+#      (the MLflow server's build, a superset of the pods': one build checks both roles);
 #   5. checks: non-root user, `fedprune --help` (also on a read-only root filesystem, as the
 #      chart runs it), CPU torch + kfp + the server extras import, `mlflow server` answers /health
 #      read-only with its SQLite store on a volume (the chart's MLflow command);
@@ -46,7 +47,7 @@ s=$SECONDS; images/wheelhouse.sh "$PY"; echo "wheelhouse: $((SECONDS - s)) s"
 
 step "4. docker build images/Dockerfile -> $IMAGE"
 s=$SECONDS
-DOCKER_BUILDKIT=0 docker build -f images/Dockerfile -t "$IMAGE" \
+DOCKER_BUILDKIT=0 docker build -f images/Dockerfile -t "$IMAGE" --build-arg EXTRAS=kubeflow,server \
     --build-arg BASE_IMAGE="$BASE" --build-arg WHEELHOUSE=images/wheelhouse .
 echo "build: $((SECONDS - s)) s"
 docker image ls "$IMAGE"

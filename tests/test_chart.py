@@ -110,6 +110,7 @@ def test_lint_is_clean(values_file):
 # image, a pre-filled read-only data volume, the CronJob in a chosen profile namespace.
 OPTIONS_VALUES = {
     "image": {"digest": DIGEST},
+    "mlflow": {"image": {"digest": "sha256:" + "cd" * 32}},  # the server build's own digest
     "imagePullSecrets": [{"name": "registry-credentials"}],
     "minio": {"auth": {"existingSecret": "minio-root", "pipelineSecretKey": "given-key-42"}},
     "gpu": {"enabled": True, "image": "registry.example.com/fedprune-cuda:0.1.0"},
@@ -186,7 +187,7 @@ def test_gpu_postgresql_values(gpu_pg_docs):
     env = {e["name"]: e for e in mlflow["env"]}
     assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "fl-fedprune-postgresql"
     assert not any("PGPASSWORD" in a or "password" in a.lower() for a in mlflow["args"])
-    assert mlflow["image"] == "registry.example.com/fedprune:0.1.0"
+    assert mlflow["image"] == "registry.example.com/fedprune:0.1.0-server"  # make image-server
 
     # pipeline access in the release namespace (the CronJob) and the profile namespace
     for ns in ("mlops", "team-fl"):
@@ -639,12 +640,28 @@ def test_a_tag_is_always_pulled_a_digest_if_not_present_an_explicit_policy_wins(
     tagged = render({"image": {"tag": "0.2.0"}, "schedule": {"enabled": True}})[0]
     assert len(project_containers(tagged)) == 3  # CronJob, bucket hook, MLflow
     for where, c in project_containers(tagged).items():
-        assert (c["image"], c["imagePullPolicy"]) == (f"{REPOSITORY}:0.2.0", "Always"), where
+        server = "-server" if where.endswith("-mlflow") else ""  # the server extra's build
+        assert (c["image"], c["imagePullPolicy"]) == (f"{REPOSITORY}:0.2.0{server}", "Always"), (
+            where
+        )
     kubeflow = cluster_config(tagged)["kubeflow"]
     assert (kubeflow["image"], kubeflow["image_pull_policy"]) == (f"{REPOSITORY}:0.2.0", "Always")
 
-    pinned = render({"image": {"tag": "0.2.0", "digest": DIGEST}, "schedule": {"enabled": True}})
+    assert "mlflow.image: required when image.digest is set" in render_error(
+        with_image({"image": {"digest": DIGEST}})
+    )
+    server = {"image": {"digest": "sha256:" + "cd" * 32}}
+    pinned = render(
+        {
+            "image": {"tag": "0.2.0", "digest": DIGEST},
+            "mlflow": server,
+            "schedule": {"enabled": True},
+        }
+    )
     for where, c in project_containers(pinned[0]).items():
+        if where.endswith("-mlflow"):
+            assert c["image"] == f"{REPOSITORY}@sha256:{'cd' * 32}"
+            continue
         assert (c["image"], c["imagePullPolicy"]) == (f"{REPOSITORY}@{DIGEST}", "IfNotPresent"), (
             where
         )

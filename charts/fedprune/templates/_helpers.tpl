@@ -76,11 +76,16 @@ leaves nodes on the old image), IfNotPresent for a digest (it cannot change). */
 {{- end -}}
 {{- end -}}
 
-{{- /* MLflow's image: the project image unless mlflow.image names another */ -}}
+{{- /* MLflow's image: the project image's server build (its tag + "-server", `make
+image-server`: the S3 proxy and PostgreSQL driver the pipeline pods do not carry) unless
+mlflow.image names another; a project image by digest has no tag to derive it from. */ -}}
 {{- define "fedprune.mlflow.image" -}}
 {{- $img := .Values.mlflow.image -}}
 {{- if not (or $img.repository $img.tag $img.digest) -}}
-{{- include "fedprune.image" . -}}
+{{- if .Values.image.digest -}}
+{{- fail "mlflow.image: required when image.digest is set (the server image's own repository and digest or tag; `make image-server` builds it)" -}}
+{{- end -}}
+{{- printf "%s-server" (include "fedprune.image" .) -}}
 {{- else -}}
 {{- $repo := default .Values.image.repository $img.repository -}}
 {{- include "fedprune.checkRepository" (list (ternary "mlflow.image.repository" "image.repository" (not (empty $img.repository))) $repo) -}}
