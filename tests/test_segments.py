@@ -158,3 +158,22 @@ def test_a_warm_started_pipeline_run_continues_as_the_local_engine_does(
         assert pods.load_round(round_, names) == ours.load_round(round_, names), round_
     tags = MlflowClient(cfg.tracking).get_run(run_id).data.tags
     assert tags["rounds_before"] == "2"
+
+
+def test_compile_writes_every_segment(tmp_path, capsys):
+    from fedprune.cli import main
+
+    raw = {**LONG, "kubeflow": {"image": IMAGE, "clients_per_pod": 10, "rounds_per_run": 14}}
+    raw |= {"store": "s3://fedprune/runs", "s3": {"endpoint": "minio:9000"},
+            "tracking": "http://mlflow:5000"}  # fmt: skip
+    config = tmp_path / "long.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    assert main(["compile", str(config), "-o", str(tmp_path / "long-pipeline.yaml")]) == 0
+    written = sorted(p.name for p in tmp_path.glob("long-pipeline*.yaml"))
+    assert written == [
+        "long-pipeline-rounds-001-014.yaml",
+        "long-pipeline-rounds-015-028.yaml",
+        "long-pipeline-rounds-029-042.yaml",
+        "long-pipeline-rounds-043-050.yaml",
+    ]
+    assert "in 4 runs" in " ".join(capsys.readouterr().out.split())

@@ -9,6 +9,8 @@ from __future__ import annotations
 import copy
 import importlib.util
 import tempfile
+from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
@@ -93,21 +95,32 @@ def log_final_model(
     *,
     global_model: GlobalModel,
     history: list[RoundMetrics],
-) -> None:
-    """Log the final model as the run's MLflow model (`export.mlflow_model`), registered
-    under `registry.name` if set."""
+) -> Callable[[], None]:
+    """Start logging the final model as the run's MLflow model (`export.mlflow_model`),
+    registered under `registry.name` if set; returns what waits for it to be logged. With
+    the local engine's tracking process it is logged there while the caller plots and
+    publishes (on 2 cores, a second of the run's fixed cost)."""
     if not rt.cfg.export.mlflow_model:
-        return
+        return lambda: None
     last = history[-1]
     main = rt.task.main
     tags = {
         "sparsity": f"{last.sparsity:.4f}",
         f"test_{main}": f"{last.test.get(main, float('nan')):.6g}",
     }
-    with tempfile.TemporaryDirectory() as scratch:
-        model_file, example_file = Path(scratch) / "model.pt", Path(scratch) / "example.npy"
-        torch.save(served_model(rt, global_model), model_file)
-        np.save(example_file, input_example(rt))
-        tracker.log_model(
-            str(model_file), str(example_file), rt.cfg.registry.name, tags, len(history)
-        )
+    scratch = tempfile.TemporaryDirectory()  # until the model is logged: the files are read
+    model_file, example_file = Path(scratch.name) / "model.pt", Path(scratch.name) / "example.npy"
+    torch.save(served_model(rt, global_model), model_file)
+    np.save(example_file, input_example(rt))
+    answer = tracker.log_model(
+        str(model_file), str(example_file), rt.cfg.registry.name, tags, len(history)
+    )
+
+    def logged() -> None:
+        try:
+            if isinstance(answer, Future):  # the tracking process answers later
+                answer.result()
+        finally:
+            scratch.cleanup()
+
+    return logged

@@ -203,7 +203,9 @@ def finish(
     model's as `stored_mb_shrunk`), metrics, inference
     costs (`Method.costs`), plots of the task's
     main metric and the export's artifacts (`engine.export.final_artifacts`; manifest last),
-    log them to MLflow, then log the final MLflow model (`engine.export.log_final_model`)."""
+    log them to MLflow, and log the final MLflow model (`engine.export.log_final_model`),
+    which the tracking process does meanwhile."""
+    logged = log_final_model(rt, tracker, global_model=global_model, history=history)
     model = compact_model_bytes(global_model.weights, global_model.mask)
     dense = model_bytes(global_model.weights, global_model.mask)
     costs.update(stored_mb=len(model) / 1e6, stored_mb_dense=len(dense) / 1e6)  # caller's too
@@ -227,4 +229,4 @@ def finish(
     for name, data in final.items():
         tracker.log_bytes(name, data, "plots" if name.endswith(".png") else None)
     tracker.log_metrics(costs, step=len(history))
-    log_final_model(rt, tracker, global_model=global_model, history=history)
+    logged()

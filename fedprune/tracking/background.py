@@ -113,10 +113,10 @@ class Background:
         registered: str | None,
         tags: dict[str, str],
         step: int,
-    ) -> None:
-        """`Tracker.log_model`, waited for: the process reads the files, which the caller
-        may remove as soon as this returns."""
-        self._call("log_model", model_file, example_file, registered, tags, step).result()
+    ) -> Future:
+        """`Tracker.log_model` in the tracking process; the answer comes as a Future. The
+        process reads the files: keep them until it is done."""
+        return self._call("log_model", model_file, example_file, registered, tags, step)
 
     def log_input(self, name: str, digest: str, source: str, context: str) -> None:
         self._call("log_input", name, digest, source, context)
