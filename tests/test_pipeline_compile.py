@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 import yaml
 from kfp import components
 
@@ -85,6 +86,18 @@ def test_gpu_aggregation_needs_no_node_selector_and_takes_its_own_image(tmp_path
     for name in executors_of(spec, "aggregate"):
         assert "nodeSelector" not in platform["deploymentSpec"]["executors"][name]
         assert spec["deploymentSpec"]["executors"][name]["container"]["image"] == own
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the test needs a machine without a GPU")
+def test_a_gpu_aggregate_step_without_a_gpu_fails_instead_of_running_on_cpu(tmp_path):
+    from types import SimpleNamespace
+
+    from components.aggregate.component import aggregate
+
+    cfg = parse_config({"kubeflow": {"image": IMAGE, "aggregator": {"device": "gpu"}}})
+    nothing = SimpleNamespace(path=str(tmp_path / "never-read"))
+    with pytest.raises(RuntimeError, match="device is gpu but this pod sees no GPU"):
+        aggregate(cfg.model_dump_json(), nothing, [nothing], nothing, nothing, nothing, nothing)
 
 
 @pytest.mark.parametrize(

@@ -11,9 +11,9 @@ def aggregate(
     screening: Output[Artifact],
 ):
     """Screen the round's updates (the rejected ones and why go to `screening`), aggregate
-    the rest (on the GPU with `kubeflow.aggregator.device: gpu`, failing without one) from `global_model`, the model the clients
-    started from with the strategy's state, then let the pruning method choose the next
-    global mask."""
+    the rest (on the GPU with `kubeflow.aggregator.device: gpu`, failing first thing without
+    one) from `global_model`, the model the clients started from with the strategy's state,
+    then let the pruning method choose the next global mask."""
     import json
 
     import torch
@@ -30,7 +30,6 @@ def aggregate(
     )
 
     cfg = parse_config(json.loads(config_json))
-    broadcast = read_broadcast(message.path)
     device = cfg.kubeflow.aggregator.device.replace("gpu", "cuda")
     if device == "cuda" and not torch.cuda.is_available():  # never a silent CPU run
         raise RuntimeError(
@@ -38,6 +37,7 @@ def aggregate(
             f"{torch.__version__}, CUDA build: {torch.version.cuda is not None}): run the CUDA "
             "image on a GPU node, or set kubeflow.aggregator.device: cpu"
         )
+    broadcast = read_broadcast(message.path)
     received = read_updates([u.path for u in updates])
     previous = read_model(global_model.path)
     rt = pod_runtime(cfg, shards.path, with_data=False)  # the model and the rows each holds
