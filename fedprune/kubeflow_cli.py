@@ -85,7 +85,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
             if len(spans) == 1
             else out.with_name(f"{out.stem}-rounds-{first:03d}-{last:03d}{out.suffix}")
         )
-        path = compile_pipeline(cfg, name, done=first - 1)
+        path = compile_pipeline(cfg, name, segment=(first, last))
         console.print(f"compiled {path}: rounds {first}-{last}", highlight=False)
     console.print(
         f"{time.perf_counter() - started:.1f} s: {cfg.rounds} rounds × {group_count(cfg)} client "

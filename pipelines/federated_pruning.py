@@ -282,15 +282,26 @@ def segment_after(cfg: ExperimentConfig, done: int, per_run: int) -> tuple[int, 
     return done + 1, min(done + per_run, cfg.rounds)
 
 
-def compile_pipeline(cfg: ExperimentConfig, path: str | Path, *, done: int = 0) -> Path:
+def compile_pipeline(
+    cfg: ExperimentConfig,
+    path: str | Path,
+    *,
+    done: int = 0,
+    segment: tuple[int, int] | None = None,
+) -> Path:
     """Compile the KFP run that follows `done` published rounds: the whole experiment when
-    it fits in `kubeflow.max_spec_kb`, else its next segment (`rounds_per_run` rounds).
-    A spec above the budget (an explicit `rounds_per_run` too large) is removed and refused
-    with the rounds that fit."""
+    it fits in `kubeflow.max_spec_kb`, else its next segment (`rounds_per_run` rounds), or
+    the `segment` given (one of `segments`). A spec above the budget (an explicit
+    `rounds_per_run` too large) is removed and refused with the rounds that fit."""
     path = Path(path)
-    segment = segment_after(cfg, done, rounds_per_run(cfg))
+    budget = cfg.kubeflow.max_spec_kb * 1000
+    if segment is None and done == 0 and cfg.kubeflow.rounds_per_run is None:
+        compiler.Compiler().compile(build_pipeline(cfg), str(path))  # fits whole, usually
+        if path.stat().st_size <= budget:
+            return path
+    segment = segment or segment_after(cfg, done, rounds_per_run(cfg))
     compiler.Compiler().compile(build_pipeline(cfg, segment=segment), str(path))
-    size, budget = path.stat().st_size, cfg.kubeflow.max_spec_kb * 1000
+    size = path.stat().st_size
     if size > budget:
         path.unlink()
         fit = rounds_per_run(cfg.model_copy(update={"kubeflow": cfg.kubeflow.model_copy(

@@ -40,7 +40,7 @@ def test_a_long_experiment_compiles_into_segments_each_under_the_budget(tmp_path
     assert spans[0][0] == 1 and spans[-1][1] == 50 and len(spans) > 1
     assert all(b[0] == a[1] + 1 for a, b in zip(spans, spans[1:], strict=False)), "contiguous"
     for first, last in spans:
-        path = compile_pipeline(cfg, tmp_path / f"{first}.yaml", done=first - 1)
+        path = compile_pipeline(cfg, tmp_path / f"{first}.yaml", segment=(first, last))
         assert path.stat().st_size <= cfg.kubeflow.max_spec_kb * 1000
         spec = next(yaml.safe_load_all(path.read_text()))
         tasks = spec["root"]["dag"]["tasks"]
