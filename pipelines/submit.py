@@ -183,7 +183,7 @@ def _compiled(cfg: ExperimentConfig, folder: str, done: int = 0) -> str:
 def published(cfg: ExperimentConfig, run_id: str) -> int:
     """How many rounds the unfinished run `run_id` has published, the config the same as the
     one it started with (what the segment that follows it starts after)."""
-    _, history = resume_state(run_store(cfg, run_id), cfg)
+    _, history, _ = resume_state(run_store(cfg, run_id), cfg)
     return len(history)
 
 

@@ -14,7 +14,7 @@ from fedprune.config import parse_config
 from fedprune.engine import local as engine
 from fedprune.engine.export import SHRUNK
 from fedprune.io.codec import decode, encode
-from fedprune.io.publish import round_state
+from fedprune.io.publish import round_model
 from fedprune.io.store import LocalBackend, RunStore, model_from_bytes
 from fedprune.pruning.channels import (
     ChannelGraph,
@@ -52,7 +52,7 @@ METHODS = {
 
 def _masks(cfg, run_id: str, rounds: int) -> list[dict[str, torch.Tensor]]:
     store = RunStore(LocalBackend(cfg.store), cfg.experiment, run_id)
-    return [round_state(store, r)[0].mask for r in range(1, rounds + 1)]
+    return [round_model(store, r)[0].mask for r in range(1, rounds + 1)]
 
 
 @pytest.mark.parametrize("name", list(METHODS))

@@ -25,7 +25,7 @@ from fedprune.config.kubeflow import dag_shape
 from fedprune.engine import local as engine
 from fedprune.engine.round import PERSONAL
 from fedprune.io.codec import decode
-from fedprune.io.publish import round_state
+from fedprune.io.publish import round_model
 from fedprune.io.state import STATE, ClientState
 from fedprune.io.store import LocalBackend, RunStore
 from fedprune.pruning.masks import full_mask, measure_sparsity, prunable_names
@@ -82,7 +82,7 @@ def test_each_client_prunes_its_own_mask_and_keeps_it(personal_cfg, mnist_small)
         assert result.history[round_ - 1].personal_sparsity == pytest.approx(
             sum(_sparsity(m) for _, m in uploads.values()) / len(uploads)
         )
-        global_model = round_state(store, round_)[0]
+        global_model = round_model(store, round_)[0]
         assert all(keep.all() for keep in global_model.mask.values())  # the server never prunes
         if previous is not None:  # a weight no client kept this round keeps its global value
             for name in global_model.mask:

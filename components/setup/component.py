@@ -25,7 +25,7 @@ def setup(
                 f"this pipeline runs rounds {first_round}… of a longer experiment: pass "
                 "continue_run, the run its earlier rounds belong to (fedprune submit --continue)"
             )
-        _, history = resume_state(run_store(cfg, continue_run), cfg)
+        _, history, _ = resume_state(run_store(cfg, continue_run), cfg)
         if len(history) != first_round - 1:
             raise ConfigError(
                 f"continue_run {continue_run} has published {len(history)} rounds; this "

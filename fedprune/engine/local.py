@@ -36,7 +36,6 @@ from fedprune.engine.round import (
     resume_state,
 )
 from fedprune.errors import RunInterrupted, signal_of
-from fedprune.io.publish import rounds_before_at
 from fedprune.io.s3 import open_backend
 from fedprune.io.state import ClientState
 from fedprune.io.store import Backend, LocalBackend, RunStore, StoreError, folder_problem
@@ -125,10 +124,10 @@ def run_experiment(
     rt = steps.Runtime.build(cfg, data=data)  # before any run exists: a bad split fails clean
     backend = open_backend(cfg.store, cfg.s3)  # credentials, bucket, endpoint: fail clean too
     check_folders(cfg, backend)
-    store, restored, history = None, None, []
+    store, restored, history, rounds_before = None, None, [], 0
     if resume:
         store = RunStore(backend, cfg.experiment, resume)
-        restored, history = resume_state(store, cfg)
+        restored, history, rounds_before = resume_state(store, cfg)
     opening = {"reopen": resume} if resume else {"start": run_spec(cfg, "local", run_name)}
     tracking = Background(cfg.tracking, cfg.experiment, artifact_root(cfg), opening)
     if cfg.export.mlflow_model:
@@ -143,7 +142,7 @@ def run_experiment(
             assert rt.data is not None
             tracking.log_input(rt.data.name, rt.data.digest(), rt.data.name, "training")
         else:
-            global_model, rounds_before = restored, rounds_before_at(store, len(history))
+            global_model = restored
         relog(tracking, history)  # a kill can fall between store and MLflow
         progress.start(cfg.rounds - len(history), cfg.clients_per_round())
         for metrics in history:

@@ -25,7 +25,13 @@ from fedprune.config import ExperimentConfig, flatten
 from fedprune.engine.callbacks import Callback, RoundContext, run_callbacks
 from fedprune.engine.export import SHRUNK, final_artifacts, log_final_model
 from fedprune.io.codec import decode
-from fedprune.io.publish import latest_global, metrics_bytes, round_objects, round_state
+from fedprune.io.publish import (
+    history_until,
+    latest_global,
+    metrics_bytes,
+    round_model,
+    round_objects,
+)
 from fedprune.io.state import ClientState
 from fedprune.io.store import Backend, RunStore, StoreError, compact_model_bytes, model_bytes
 from fedprune.pruning.masks import Mask
@@ -153,9 +159,10 @@ def initial_model(rt: Runtime, backend: Backend) -> tuple[GlobalModel, str, int]
 
 def resume_state(
     store: RunStore, cfg: ExperimentConfig
-) -> tuple[GlobalModel | None, list[RoundMetrics]]:
-    """The last published round's global model and metrics, after checking that the run exists,
-    is unfinished, and was started with the same config."""
+) -> tuple[GlobalModel | None, list[RoundMetrics], int]:
+    """The last published round's global model, the metrics of every round and the model's
+    `rounds_before`, after checking that the run exists, is unfinished, and was started with
+    the same config."""
     try:
         saved = ExperimentConfig.model_validate(yaml.safe_load(store.read("config.yaml")))
     except StoreError as error:
@@ -180,7 +187,10 @@ def resume_state(
             "to resume, nothing was changed"
         )
     rounds = store.published_rounds()
-    return round_state(store, rounds[-1]) if rounds else (None, [])
+    if not rounds:
+        return None, [], 0
+    model, rounds_before = round_model(store, rounds[-1])
+    return model, history_until(store, rounds[-1]), rounds_before
 
 
 def final_costs(rt: Runtime, global_model: GlobalModel, state: ClientState) -> dict[str, float]:

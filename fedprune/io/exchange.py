@@ -56,8 +56,10 @@ def read_model(path: str | Path) -> GlobalModel:
 
 
 def read_rounds_before(path: str | Path) -> int:
-    """`write_model`'s `rounds_before`."""
-    return rounds_before_of(Path(path).read_bytes())
+    """`write_model`'s `rounds_before`, from the file's header only (not the tensors)."""
+    with open(path, "rb") as file:
+        length = file.read(8)
+        return rounds_before_of(length + file.read(int.from_bytes(length, "little")))
 
 
 def write_broadcast(folder: str | Path, broadcast: RoundPlan) -> None:

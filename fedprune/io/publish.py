@@ -68,15 +68,11 @@ def round_objects(
     }
 
 
-def round_state(store: RunStore, round_: int) -> tuple[GlobalModel, list[RoundMetrics]]:
-    """The global model after round `round_` and the metrics of rounds 1…`round_`."""
+def round_model(store: RunStore, round_: int) -> tuple[GlobalModel, int]:
+    """The global model after round `round_`, with its strategy state, and the rounds of
+    earlier runs it continues (a warm start's `rounds_before`): one read of the model."""
     model = store.load_round(round_, ["model.safetensors"])["model.safetensors"]
-    return GlobalModel(*model_and_state(model)), history_until(store, round_)
-
-
-def rounds_before_at(store: RunStore, round_: int) -> int:
-    """The rounds of earlier runs the run's model after `round_` continues (warm starts)."""
-    return rounds_before_of(store.load_round(round_, ["model.safetensors"])["model.safetensors"])
+    return GlobalModel(*model_and_state(model)), rounds_before_of(model)
 
 
 def history_until(store: RunStore, round_: int) -> list[RoundMetrics]:

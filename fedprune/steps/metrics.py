@@ -36,10 +36,10 @@ def round_metrics(
     updates: list[ClientUpdate],
     sent: Downloads,
     seconds: float,
-    model_round: int | None = None,
+    model_round: int,
 ) -> RoundMetrics:
     """Evaluate the new global model (on test rounds) and add what the round cost in bytes
-    and seconds; the target is the schedule's at `model_round` (default `round_`)."""
+    and seconds; the target is the schedule's at `model_round` (`RoundPlan.model_round`)."""
     untested = Evaluation(loss=math.nan, metrics={})
     tested = is_test_round(round_, rt.cfg.rounds, rt.cfg.eval.every)
     result = evaluate(rt, global_model) if tested else untested
@@ -67,7 +67,7 @@ def round_metrics(
         test_loss=result.loss,
         train_loss=sum(u.train_loss * u.num_samples for u in updates) / samples,
         sparsity=report.sparsity,
-        target_sparsity=rt.method.target(round_ if model_round is None else model_round),
+        target_sparsity=rt.method.target(model_round),
         nonzero_params=report.nonzero,
         total_params=report.total,
         bytes_up=bytes_up,
