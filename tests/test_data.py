@@ -6,6 +6,7 @@ import pytest
 
 from fedprune.config import parse_config
 from fedprune.tasks.datasets import (
+    DATASETS,
     DataError,
     DataShape,
     data_shape,
@@ -58,7 +59,7 @@ def test_missing_files_say_how_to_fetch(tmp_path):
 
 
 def test_unknown_dataset_lists_allowed(tmp_path):
-    with pytest.raises(DataError, match="fetchable: fashion-mnist, mnist"):
+    with pytest.raises(DataError, match="IDX data sets: fashion-mnist, mnist"):
         load_dataset("cifar10", root=tmp_path)
 
 
@@ -84,7 +85,7 @@ def test_real_mnist_is_complete(mnist_small):
 def test_config_accepts_the_registered_datasets_only():
     from fedprune.config import ConfigError
 
-    for name in fetchable():
+    for name in set(fetchable()) & set(DATASETS.names()):  # the rest are CSV folders
         assert parse_config({"data": {"dataset": name}}).data.dataset == name
     with pytest.raises(ConfigError, match="data.dataset: unknown 'cifar10'; registered: .*'mnist'"):
         parse_config({"data": {"dataset": "cifar10"}})
@@ -102,3 +103,32 @@ def test_fetch_fashion_mnist_from_debian(tmp_path):
         data_shape(parse_config({"data": {"dataset": "fashion-mnist"}}).data, "classification")
         == seen
     )
+
+
+@pytest.mark.parametrize(
+    ("name", "label", "task", "rows", "features"),
+    [
+        ("breast_cancer", "diagnosis", "classification", (455, 114), 30),
+        ("diabetes", "progression", "regression", (354, 88), 10),
+    ],
+)
+def test_bundled_tables_fetch_as_csv_folders(tmp_path, name, label, task, rows, features):
+    from fedprune.tasks.datasets import fetch, load_data
+
+    folder = fetch(name, root=tmp_path)
+    written = {f: (folder / f).read_bytes() for f in ("train.csv", "test.csv")}
+    fetch(name, root=tmp_path)  # a second fetch finds the files and writes nothing
+    assert {f: (folder / f).read_bytes() for f in written} == written
+    section = {"dataset": "csv", "path": str(folder), "label": label}
+    data = load_data(parse_config({"task": task, "data": section}).data, task)
+    assert (len(data.x_train), len(data.x_test)) == rows
+    assert data.input_shape == (features,) and data.standardize
+    assert data.num_classes == (2 if task == "classification" else 1)
+
+
+def test_a_missing_bundled_table_says_how_to_fetch(tmp_path):
+    from fedprune.tasks.datasets import load_data
+
+    section = {"dataset": "csv", "path": str(tmp_path / "breast_cancer"), "label": "diagnosis"}
+    with pytest.raises(DataError, match="fedprune data fetch breast_cancer"):
+        load_data(parse_config({"data": section}).data, "classification")

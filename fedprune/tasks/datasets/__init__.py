@@ -11,8 +11,9 @@ from fedprune.tasks.datasets.base import (
     ImportedData,
     data_dir,
 )
+from fedprune.tasks.datasets.fetching import fetch, fetchable
 from fedprune.tasks.datasets.files import EVERYTHING, FileSource, View
-from fedprune.tasks.datasets.idx import fetch, fetchable, load_dataset, read_idx
+from fedprune.tasks.datasets.idx import load_dataset, read_idx
 
 
 def load_data(params: DataParams, task: str, view: View = EVERYTHING) -> FederatedData:

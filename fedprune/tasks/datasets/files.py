@@ -61,10 +61,14 @@ class Layout:
 def find_layout(path: str, ext: str, view: View = EVERYTHING) -> Layout:
     if view.site is not None:
         return _site_layout(Path(view.path or Path(path) / "clients" / view.site), view.site, ext)
-    root = Path(path)
+    root = Path(path).expanduser()
     if not root.is_dir():
+        from fedprune.tasks.datasets.bundled import TABLES
+
+        hint = f"; fetch it with: fedprune data fetch {root.name}" if root.name in TABLES else ""
         raise DataError(
-            f"data.path: {root} is not a folder (expected train.{ext} and test.{ext}, or clients/<site>/train.{ext})"
+            f"data.path: {root} is not a folder (expected train.{ext} and test.{ext}, or "
+            f"clients/<site>/train.{ext}){hint}"
         )
     test = root / f"test.{ext}"
     if not test.is_file():

@@ -117,14 +117,10 @@ class IdxSource:
                 os.replace(staged, folder / file)
 
 
-def fetchable() -> list[str]:
-    """The registered data sets `fedprune data fetch` obtains (the IDX ones)."""
-    return [name for name in DATASETS.names() if isinstance(DATASETS.get(name), IdxSource)]
-
-
 def _idx_source(name: str) -> IdxSource:
-    if name not in fetchable():
-        raise DataError(f"unknown dataset '{name}'; fetchable: {', '.join(fetchable())}")
+    names = [n for n in DATASETS.names() if isinstance(DATASETS.get(n), IdxSource)]
+    if name not in names:
+        raise DataError(f"unknown dataset '{name}'; IDX data sets: {', '.join(names)}")
     source = DATASETS.get(name)
     assert isinstance(source, IdxSource)
     return source
@@ -140,11 +136,3 @@ def load_dataset(
     """An IDX data set's train and test splits from `<root>/<name>/` (root: `data_dir()`)."""
     folder = (root or data_dir()) / name
     return _idx_source(name).read(folder, train_subset=train_subset, test_subset=test_subset)
-
-
-def fetch(name: str, root: Path | None = None) -> Path:
-    """Obtain a data set's files into `<root>/<name>/` (nothing to do when they are there)."""
-    source, target = _idx_source(name), (root or data_dir()) / name
-    if not source.is_fetched(target):
-        source.fetch(target)
-    return target
