@@ -37,7 +37,7 @@ from typing import Literal
 import numpy as np
 import torch
 import zstandard
-from safetensors.torch import load as st_load
+from safetensors.torch import load as st_load_unaligned
 from safetensors.torch import save as st_save
 
 from fedprune.io.mask_streams import decode_mask, mask_streams
@@ -71,6 +71,14 @@ class CompressionConfig(Params):
 
 
 # ---- values -----------------------------------------------------------------------------------
+
+
+def st_load(payload: bytes) -> dict[str, torch.Tensor]:
+    """Tensors from safetensors bytes, copied into torch's own (64-byte aligned) memory.
+    safetensors' tensors sit wherever Python put each bytes object (0 or 48 mod 64, varying
+    from one load to the next), and a kernel's result can depend on its input's alignment:
+    the same model read twice must compute the same numbers, in the engine and in a pod."""
+    return {name: tensor.clone() for name, tensor in st_load_unaligned(payload).items()}
 
 
 def _quantise(tensor: torch.Tensor, values: str, *, stochastic: bool, seed: int):

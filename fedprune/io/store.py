@@ -29,10 +29,10 @@ from typing import Protocol
 
 import numpy as np
 import torch
-from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from fedprune.errors import UserError
+from fedprune.io.codec import st_load
 from fedprune.pruning.masks import Mask, Weights
 
 MASK_PREFIX = "mask::"

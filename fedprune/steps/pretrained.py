@@ -4,9 +4,9 @@ model's weights from a file, checked tensor by tensor against the configured mod
 from __future__ import annotations
 
 from safetensors import SafetensorError
-from safetensors.torch import load as load_tensors
 
 from fedprune.errors import UserError
+from fedprune.io.codec import st_load as load_tensors
 from fedprune.io.s3 import read_uri
 from fedprune.io.store import StoreError
 from fedprune.pruning.masks import Weights

@@ -3,10 +3,9 @@ method chooses the next global mask."""
 
 from __future__ import annotations
 
-from safetensors.torch import load as load_tensors
-
 from fedprune.config import ExperimentConfig
 from fedprune.io.codec import decode
+from fedprune.io.codec import st_load as load_tensors
 from fedprune.io.payload_checks import PayloadError, expected_of
 from fedprune.pruning.masks import Weights
 from fedprune.pruning.methods import Method, RoundInputs
