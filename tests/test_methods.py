@@ -129,7 +129,10 @@ def test_structured_pruning_really_shrinks_and_computes_the_same(model_name):
     weights = {n: t.clone() for n, t in model.state_dict().items()}
     graph = ChannelGraph.of(model, (1, 28, 28))
     mask = structured_mask(
-        graph, weights, full_mask(weights, prunable_names(weights, True)), sparsity=0.75
+        graph,
+        weights,
+        full_mask(weights, prunable_names(weights, True, statistics=True)),
+        sparsity=0.75,
     )
     apply_mask_(weights, mask)
     small = shrink(graph, weights, mask)

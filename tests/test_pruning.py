@@ -95,3 +95,15 @@ def test_gradual_schedule_follows_zhu_gupta():
 def test_oneshot_schedule():
     schedule = OneShot(SCHEDULES["oneshot"].params(target=0.8, at_round=3))
     assert [schedule.target(r) for r in (1, 2, 3, 4)] == [0.0, 0.0, 0.8, 0.8]
+
+
+def test_running_statistics_are_pruned_only_with_their_channel():
+    weights = {
+        "conv.weight": torch.randn(4, 1, 3, 3),
+        "bn.weight": torch.ones(4),
+        "bn.running_mean": torch.zeros(4),
+        "bn.running_var": torch.ones(4),
+        "bn.num_batches_tracked": torch.tensor(3),
+    }
+    assert prunable_names(weights, include_bias_and_norm=True) == ["conv.weight", "bn.weight"]
+    assert prunable_names(weights, True, statistics=True) == list(weights)[:4]

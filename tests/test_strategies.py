@@ -196,3 +196,17 @@ def test_settings_a_rule_cannot_work_with_are_refused(aggregation, clients, mess
 def test_default_robust_settings_tolerate_a_fifth_of_the_round():
     for name in ("krum", "multikrum", "bulyan", "trimmed_mean", "median", "norm_clip"):
         parse_config({"data": {"num_clients": 20}, "aggregation": {"method": name}})
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES.names()))
+def test_every_rule_keeps_an_integer_counter_an_integer(name):
+    """BatchNorm's num_batches_tracked travels with the weights (ResNet-18, MobileNetV2)."""
+    keep = {"w": torch.ones(2, dtype=torch.bool)}
+    start = GlobalModel({"w": torch.ones(2), "steps": torch.tensor(0)}, keep)
+    updates = [
+        DecodedUpdate({"w": torch.tensor([1.0 + k, 2.0]), "steps": torch.tensor(500)}, keep, 5)
+        for k in range(7)
+    ]
+    out = rule(name).aggregate(updates, start).weights
+    assert out["steps"].dtype == torch.int64 and out["steps"].item() == 500
+    assert out["w"].dtype == torch.float32

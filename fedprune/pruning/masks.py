@@ -16,12 +16,22 @@ Weights = dict[str, torch.Tensor]
 Mask = dict[str, torch.Tensor]
 
 
-def prunable_names(weights: Weights, include_bias_and_norm: bool = False) -> list[str]:
-    """Weight matrices and conv kernels; biases and norm parameters (1-D) only on request."""
+RUNNING_STATISTICS = ("running_mean", "running_var")
+"""BatchNorm's buffers: statistics of the data, never pruned by magnitude (a small running
+variance is not an unimportant weight); structured pruning removes them with their channel."""
+
+
+def prunable_names(
+    weights: Weights, include_bias_and_norm: bool = False, *, statistics: bool = False
+) -> list[str]:
+    """Weight matrices and conv kernels; biases and norm parameters (1-D) only on request,
+    running statistics only with `statistics` (a channel removed with everything it owns)."""
     return [
         name
         for name, tensor in weights.items()
-        if tensor.is_floating_point() and (tensor.dim() > 1 or include_bias_and_norm)
+        if tensor.is_floating_point()
+        and (tensor.dim() > 1 or include_bias_and_norm)
+        and (statistics or not name.endswith(RUNNING_STATISTICS))
     ]
 
 

@@ -171,7 +171,7 @@ def init_global(rt: Runtime, start: Weights | None = None) -> GlobalModel:
     fresh = rt.model.state_dict() if start is None else start
     weights = {name: t.detach().clone() for name, t in fresh.items()}
     biases = rt.cfg.pruning.include_bias_and_norm or rt.method.prunes_biases
-    names = prunable_names(weights, biases)
+    names = prunable_names(weights, biases, statistics=rt.method.prunes_biases)
 
     def train(client: int, start: Weights, mask: Mask, *, epochs: int) -> Weights:
         assert rt.data is not None

@@ -46,6 +46,9 @@ class ServerOptimizer(Strategy):
         average, mask = mask_aware_average(updates)
         weights, state = {}, {}
         for name, target in average.items():
+            if not target.is_floating_point():  # a counter (BatchNorm's batches seen)
+                weights[name] = target
+                continue
             x = previous.weights[name].to(target.device, target.dtype)
             moments = {}
             for key in self.moments:

@@ -94,8 +94,8 @@ class Method:
     trains_shrunk: ClassVar[bool] = False
     """Clients train `learner(weights, mask)`, the physically smaller model (structured)."""
     prunes_biases: ClassVar[bool] = False
-    """Biases are masked whatever `include_bias_and_norm` says (a removed channel takes its
-    bias along)."""
+    """Biases, norm parameters and BatchNorm's running statistics are masked whatever
+    `include_bias_and_norm` says (a removed channel takes them along)."""
     personal: bool = False
     """Each client keeps its own mask across rounds (LotteryFL); the round driver keeps it in
     the client state."""
