@@ -27,9 +27,9 @@ example: setup
 	cd examples/hospitals && ../../$(BIN)/python prepare.py && ../../$(BIN)/fedprune run config.yaml
 
 # Two pytest-xdist workers, a test file each (a file's fixtures and services are shared).
-# The kfp.local-versus-engine comparison once failed now and then (byte-for-byte models);
-# tensors read from safetensors bytes sat at varying alignments, which a kernel's result can
-# depend on: they are now copied into aligned memory (fedprune.io.codec.st_load).
+# The kfp.local-versus-engine comparison (byte-for-byte models) failed now and then in an
+# earlier session, cause not proven; the suspect, tensors read from safetensors bytes at
+# varying alignments, is removed (fedprune.io.codec.st_load), and it passed in every run since.
 test: data
 	$(BIN)/python -m pytest -m "not slow" -n 2 --dist loadfile
 

@@ -279,6 +279,8 @@ def write_report(rows: list[Row], out: Path, sweeps: list[dict]) -> None:
     lines = [
         "# Results: pruning methods compared",
         "",
+        "Tabular records and ResNet-size CNNs: [results-beyond-mnist.md](results-beyond-mnist.md).",
+        "",
         "Measured by `bench/methods.py` on this project's 2-core CPU machine (torch 2.13.0 CPU,",
         "one thread per run, two runs side by side). Reproduce with:",
         "",
