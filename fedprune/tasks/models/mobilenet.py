@@ -15,7 +15,7 @@ from torch import nn
 
 from fedprune.registry import Params
 from fedprune.tasks.models.base import MODELS
-from fedprune.tasks.models.vision import loadable, torchvision_models
+from fedprune.tasks.models.vision import class_getter, torchvision_models
 
 SMALL_INPUT = 64
 """Largest side (px) that gets a stride-1 first conv."""
@@ -44,8 +44,4 @@ def mobilenet_v2(
     return model
 
 
-def __getattr__(name: str) -> type[nn.Module]:
-    """The class of these models, made on first use (see `vision.loadable`)."""
-    if name != "MobileNetV2":
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return loadable(torchvision_models().MobileNetV2, __name__, name)
+__getattr__ = class_getter(__name__, "MobileNetV2", "MobileNetV2")

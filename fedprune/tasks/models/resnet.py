@@ -15,7 +15,7 @@ from torch import nn
 
 from fedprune.registry import Params
 from fedprune.tasks.models.base import MODELS
-from fedprune.tasks.models.vision import loadable, torchvision_models
+from fedprune.tasks.models.vision import class_getter, torchvision_models
 
 
 class ResNetParams(Params):
@@ -38,8 +38,4 @@ def resnet18(input_shape: tuple[int, ...], num_classes: int, params: ResNetParam
     return model
 
 
-def __getattr__(name: str) -> type[nn.Module]:
-    """The class of these models, made on first use (see `vision.loadable`)."""
-    if name != "ResNet18":
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return loadable(torchvision_models().ResNet, __name__, name)
+__getattr__ = class_getter(__name__, "ResNet18", "ResNet")

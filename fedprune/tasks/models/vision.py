@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import sys
 import types
+from collections.abc import Callable
 from types import ModuleType
 
 from torch import nn
@@ -46,3 +47,15 @@ def loadable(base: type[nn.Module], module: str, name: str) -> type[nn.Module]:
         found = type(name, (base,), {"__module__": module, "__qualname__": name})
         setattr(namespace, name, found)
     return found
+
+
+def class_getter(module: str, name: str, base: str) -> Callable[[str], type[nn.Module]]:
+    """A module `__getattr__` that makes `module.name`, the `loadable` subclass of
+    torchvision's `base`, on first use."""
+
+    def __getattr__(attribute: str) -> type[nn.Module]:
+        if attribute != name:
+            raise AttributeError(f"module {module!r} has no attribute {attribute!r}")
+        return loadable(getattr(torchvision_models(), base), module, name)
+
+    return __getattr__
