@@ -9,7 +9,6 @@ import torch
 
 from fedprune.config import parse_config
 from fedprune.engine import local as engine
-from fedprune.errors import UserError
 from fedprune.pruning.channels import lstm_macs, macs
 from fedprune.pruning.masks import prunable_names
 from fedprune.tasks.datasets import DataError, data_dir, load_data
@@ -127,15 +126,7 @@ def test_one_round_with_magnitude_pruning(plays, make_config):
     assert 0.0 <= last.test["accuracy"] <= 1.0
 
 
-def test_structured_pruning_refuses_the_lstm_and_its_macs_are_counted_per_step(plays, make_config):
-    cfg = make_config(
-        rounds=1,
-        data=SMALL,
-        model={"name": "char_lstm", "hidden": 16},
-        pruning={"method": "structured", "schedule": {"kind": "oneshot", "target": 0.5}},
-    )
-    with pytest.raises(UserError, match="not the hidden units of recurrent layers"):
-        engine.run_experiment(cfg)
+def test_lstm_macs_are_counted_per_step_and_layer():
     model = char_lstm((80,), VOCAB_SIZE, CharLSTMParams())
     gates = 80 * (4 * 256 * (8 + 256) + 4 * 256 * (256 + 256))
     assert lstm_macs(model.lstm, 80) == gates

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from torch import nn
 
-from fedprune.errors import UserError
 from fedprune.io.codec import mask_id
 from fedprune.pruning.channels import ChannelGraph, shrink, slice_weights, structured_mask
 from fedprune.pruning.masks import Mask, Weights
@@ -42,13 +41,6 @@ class Structured(Method):
 
     def __init__(self, params: PruningParams, ctx: MethodContext):
         super().__init__(params, ctx)
-        recurrent = [n for n, m in ctx.model.named_modules() if isinstance(m, nn.RNNBase)]
-        if recurrent:
-            raise UserError(
-                f"pruning.method: structured removes conv channels and linear neurons, not "
-                f"the hidden units of recurrent layers ({', '.join(recurrent)}); use "
-                "magnitude (unstructured) for this model"
-            )
         self.graph = ChannelGraph.of(ctx.model, ctx.input_shape)
         self.learner = Shrunk(self.graph)
         """The smaller model clients train in."""
