@@ -29,7 +29,7 @@ example: setup
 # Two pytest-xdist workers, a test file each (a file's fixtures and services are shared).
 # The kfp.local-versus-engine comparison (byte-for-byte models) failed now and then in an
 # earlier session, cause not proven; the suspect, tensors read from safetensors bytes at
-# varying alignments, is removed (fedprune.io.codec.st_load), and it passed in every run since.
+# varying alignments, is removed (fedprune.io.tensors.st_load), and it passed in every run since.
 test: data
 	$(BIN)/python -m pytest -m "not slow" -n 2 --dist loadfile
 

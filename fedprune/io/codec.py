@@ -37,7 +37,6 @@ from typing import Literal
 import numpy as np
 import torch
 import zstandard
-from safetensors.torch import load as st_load_unaligned
 from safetensors.torch import save as st_save
 
 from fedprune.io.mask_streams import decode_mask, mask_streams
@@ -51,6 +50,7 @@ from fedprune.io.payload_checks import (
     check_layout,
     stored_tensor,
 )
+from fedprune.io.tensors import st_load
 from fedprune.pruning.masks import Mask, Weights
 from fedprune.registry import Params
 
@@ -71,14 +71,6 @@ class CompressionConfig(Params):
 
 
 # ---- values -----------------------------------------------------------------------------------
-
-
-def st_load(payload: bytes) -> dict[str, torch.Tensor]:
-    """Tensors from safetensors bytes, copied into torch's own (64-byte aligned) memory.
-    safetensors' tensors sit wherever Python put each bytes object (0 or 48 mod 64, varying
-    from one load to the next), and a kernel's result can depend on its input's alignment:
-    the same model read twice must compute the same numbers, in the engine and in a pod."""
-    return {name: tensor.clone() for name, tensor in st_load_unaligned(payload).items()}
 
 
 def _quantise(tensor: torch.Tensor, values: str, *, stochastic: bool, seed: int):

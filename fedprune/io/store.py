@@ -32,7 +32,7 @@ import torch
 from safetensors.torch import save as st_save
 
 from fedprune.errors import UserError
-from fedprune.io.codec import st_load
+from fedprune.io.tensors import st_load
 from fedprune.pruning.masks import Mask, Weights
 
 MASK_PREFIX = "mask::"

@@ -6,9 +6,9 @@ from __future__ import annotations
 from safetensors import SafetensorError
 
 from fedprune.errors import UserError
-from fedprune.io.codec import st_load as load_tensors
 from fedprune.io.s3 import read_uri
 from fedprune.io.store import StoreError
+from fedprune.io.tensors import st_load as load_tensors
 from fedprune.pruning.masks import Weights
 from fedprune.steps.runtime import Runtime
 

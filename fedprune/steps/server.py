@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from fedprune.config import ExperimentConfig
 from fedprune.io.codec import decode
-from fedprune.io.codec import st_load as load_tensors
 from fedprune.io.payload_checks import PayloadError, expected_of
+from fedprune.io.tensors import st_load as load_tensors
 from fedprune.pruning.masks import Weights
 from fedprune.pruning.methods import Method, RoundInputs
 from fedprune.records import ClientUpdate, GlobalModel
