@@ -1,4 +1,5 @@
-"""`fedprune` command line: run, validate, compare, data fetch."""
+"""`fedprune` command line: run, validate, compare, data fetch, privacy calibrate (and the
+Kubeflow commands)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from fedprune.config import ExperimentConfig, load_config
 from fedprune.console import console, fit_output
 from fedprune.errors import RunInterrupted, UserError, raise_on_signals, signal_of
 from fedprune.kubeflow_cli import add_kubeflow_commands
+from fedprune.privacy.cli import add_privacy_commands
 from fedprune.pruning.methods import METHODS
 from fedprune.tasks.datasets import fetchable
 from fedprune.tasks.objectives import TASKS
@@ -296,6 +298,7 @@ def parser() -> argparse.ArgumentParser:
     fetch_cmd.add_argument("name", choices=fetchable(), help="the data set")
     fetch_cmd.set_defaults(handler=cmd_data_fetch)
     add_kubeflow_commands(sub)
+    add_privacy_commands(sub)
     return root
 
 

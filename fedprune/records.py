@@ -81,6 +81,14 @@ class RoundMetrics:
     """MB uploaded in rounds 1 … this one: the x-axis of accuracy against bytes in the MLflow
     UI (a chart's x-axis can be any metric)."""
     mb_down_total: float = 0.0
+    clients: int = 0
+    """Updates the round received (with Poisson sampling the count varies, and may be 0)."""
+    epsilon: float = math.nan
+    """With `privacy.mechanism`: the ε at `privacy.delta` that every round the model was
+    trained for so far has spent (the accountant's; local DP: the worst-off client's)."""
+    secure_seconds: float = math.nan
+    """With `privacy.secure_aggregation`: the server's seconds in the protocol (its bytes
+    are `bytes_up`, and `bytes_down` beyond the broadcast)."""
     rejected_updates: int = 0
     """Uploads the server's screening rejected (`fedprune.steps.screening`); the byte and
     sample counts above are of the accepted ones."""

@@ -36,6 +36,7 @@ from components.survey.component import survey_site
 from components.train.component import train_group
 from fedprune.config import ConfigError, ExperimentConfig
 from fedprune.config.kubeflow import ResourcesConfig, cuda_image, dag_shape, site_items
+from fedprune.privacy.config import pipeline_problem
 
 
 def group_count(cfg: ExperimentConfig) -> int:
@@ -116,6 +117,8 @@ def build_pipeline(
     experiment one KFP run holds: a later segment continues the run named by its
     `continue_run` parameter, and only the last one finalises. `local` for kfp.local (no
     images needed)."""
+    if problem := pipeline_problem(cfg):
+        raise ConfigError(problem)
     kf = cfg.kubeflow
     first, last = segment or (1, cfg.rounds)
     image, aggregate_image = images(cfg, local=local)

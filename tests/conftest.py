@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,18 +19,35 @@ def mnist_small() -> FederatedData:
     return load_dataset("mnist", train_subset=6000, test_subset=2000)
 
 
+@pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An MLflow SQLite database with its tables made. Copied into a test's run folder it
+    saves that run MLflow's schema migrations (~3 s on two cores); the tests that run
+    `fedprune` without `make_config` still create their databases from nothing."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    path = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
+    SqlAlchemyStore(f"sqlite:///{path}", str(path.parent / "artifacts")).engine.dispose()
+    return path
+
+
 @pytest.fixture
-def make_config(tmp_path: Path):
-    """A tiny experiment whose store and MLflow database live in this test's tmp folder."""
+def make_config(tmp_path: Path, mlflow_template: Path):
+    """A tiny experiment whose store and MLflow database live in this test's tmp folder (the
+    database starts as a copy of `mlflow_template`)."""
+    database = tmp_path / "runs" / "mlflow.db"
 
     def build(**overrides) -> ExperimentConfig:
+        if not database.exists():
+            database.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(mlflow_template, database)
         raw = {
             "experiment": "test",
             "rounds": 3,
             "data": {"num_clients": 4, "train_subset": 6000, "test_subset": 2000},
             "client": {"epochs": 1, "batch_size": 32, "lr": 0.05},
             "store": str(tmp_path / "runs"),
-            "tracking": f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}",
+            "tracking": f"sqlite:///{database}",
         }
         for key, value in overrides.items():
             if isinstance(value, dict) and isinstance(raw.get(key), dict):

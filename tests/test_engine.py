@@ -114,11 +114,11 @@ def test_failed_round_keeps_last_good_model_and_resume_restores_the_strategy_sta
     real_aggregate = steps.aggregate
     calls = []
 
-    def failing_aggregate(updates, cfg, previous):
+    def failing_aggregate(updates, cfg, previous, **where):
         calls.append(previous)
         if len(calls) == 2:
             raise RuntimeError("aggregation node lost")
-        return real_aggregate(updates, cfg, previous)
+        return real_aggregate(updates, cfg, previous, **where)
 
     monkeypatch.setattr(steps, "aggregate", failing_aggregate)
     with pytest.raises(RuntimeError, match="node lost"):

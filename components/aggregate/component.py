@@ -43,7 +43,7 @@ def aggregate(
     rt = pod_runtime(cfg, shards.path, with_data=False)  # the model and the rows each holds
     rejected = steps.screen(received, previous, cfg, rt.held_rows)
     kept = steps.accepted(received, rejected)
-    combined = steps.aggregate(kept, cfg, previous, device)
+    combined = steps.aggregate(kept, cfg, previous, device).model
     chosen = steps.server_prune(
         combined, kept, rt.method, round_=broadcast.model_round, broadcast=broadcast.payload
     )

@@ -20,6 +20,7 @@ from fedprune.errors import UserError
 from fedprune.io.codec import CompressionConfig
 from fedprune.io.s3 import S3Config
 from fedprune.io.store import folder_name_problem
+from fedprune.privacy.config import PrivacyConfig, check_privacy
 from fedprune.pruning.methods import METHODS
 from fedprune.pruning.schedules import SCHEDULES, schedule_for
 from fedprune.registry import IMPORTED, ImportPath, Params, is_import_path
@@ -44,11 +45,16 @@ class SamplingConfig(Params):
 
     fraction: Fraction | None = None
     count: Annotated[int, Field(ge=1)] | None = None
+    poisson: bool = False
+    """Each client joins each round independently with probability `fraction` (what the DP
+    accountant assumes), so the number a round varies; a round may have none."""
 
     @model_validator(mode="after")
     def _one_of(self) -> SamplingConfig:
         if self.fraction is not None and self.count is not None:
             raise ValueError("set either sampling.fraction or sampling.count, not both")
+        if self.poisson and self.fraction is None:
+            raise ValueError("sampling.poisson needs sampling.fraction (each client's chance)")
         return self
 
 
@@ -119,6 +125,9 @@ class ExperimentConfig(Params):
     """The server strategy (`method`) and its settings."""
     eval: EvalConfig = EvalConfig()
     engine: EngineConfig = EngineConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
+    """Differential privacy (central or local) with its accountant, and secure aggregation
+    (docs/privacy.md)."""
     callbacks: list[ImportPath] = []
     """`package.module:callable`s called after every round's evaluation with the round's
     context; each returns extra metrics (docs/design.md, callbacks)."""
@@ -167,6 +176,7 @@ class ExperimentConfig(Params):
                 f"by accuracy: task must be classification, not '{self.task.kind}'"
             )
         check_sites(self)
+        check_privacy(self)
         if self.registry.name is not None and not self.export.mlflow_model:
             raise ValueError("registry.name registers the MLflow model: set export.mlflow_model")
         if self.store.startswith("s3://") and self.s3.endpoint is None:

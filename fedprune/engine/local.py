@@ -39,6 +39,7 @@ from fedprune.errors import RunInterrupted, signal_of
 from fedprune.io.s3 import open_backend
 from fedprune.io.state import ClientState
 from fedprune.io.store import Backend, LocalBackend, RunStore, StoreError, folder_problem
+from fedprune.privacy.config import PrivacyError
 from fedprune.records import ClientUpdate, GlobalModel, RoundMetrics, RoundPlan
 from fedprune.tasks.datasets import FederatedData
 from fedprune.tracking.background import Background
@@ -144,11 +145,12 @@ def run_experiment(
         else:
             global_model = restored
         relog(tracking, history)  # a kill can fall between store and MLflow
-        progress.start(cfg.rounds - len(history), cfg.clients_per_round())
+        last = within_budget(rt, tracking, rounds_before)
+        progress.start(last - len(history), cfg.clients_per_round())
         for metrics in history:
             progress.round_done(metrics)
         state = ClientState.after(store, len(history)) if store else ClientState()
-        for round_ in range(len(history) + 1, cfg.rounds + 1):
+        for round_ in range(len(history) + 1, last + 1):
             plan = plan_round(rt, global_model, state, round_=round_, rounds_before=rounds_before)
             updates = []
             for batch in train_round(rt, pool, plan, state=state):
@@ -156,9 +158,9 @@ def run_experiment(
                 progress.client_done(len(batch))
             rejected = steps.screen(updates, global_model, cfg, rt.held_rows)
             kept = steps.accepted(updates, rejected)
-            combined = steps.aggregate(kept, cfg, global_model)
+            combined = steps.aggregate(kept, cfg, global_model, round_=plan.model_round)
             candidate = steps.server_prune(
-                combined, kept, rt.method, round_=plan.model_round, broadcast=plan.payload
+                combined.model, kept, rt.method, round_=plan.model_round, broadcast=plan.payload
             )
             store = store or new_run_store(rt, backend, tracking)
             metrics = conclude_round(
@@ -171,6 +173,7 @@ def run_experiment(
                 store=store,
                 callbacks=callbacks,
                 rejected=rejected,
+                secure=combined.secure,
             )
             if rejected:
                 tracking.set_tag(
@@ -195,6 +198,27 @@ def run_experiment(
         if pool is not None:
             pool.close()
     return RunResult(store.run_id, store.location, history, tracking.ui_hint(), costs)
+
+
+def within_budget(rt: steps.Runtime, tracking: Background, rounds_before: int) -> int:
+    """The last round `privacy.target_epsilon` allows (`rounds` without one); fewer are
+    announced (a warning, MLflow tag `privacy.stopped_after`), none is an error."""
+    last = rt.rounds_allowed(rounds_before)
+    target = rt.cfg.privacy.target_epsilon
+    if last == 0:
+        raise PrivacyError(
+            f"privacy.target_epsilon {target}: the model's {rounds_before} earlier rounds "
+            "(init_from) and this run's first would exceed it; nothing was trained (raise "
+            "privacy.noise_multiplier, or start from scratch)"
+        )
+    if last < rt.cfg.rounds:
+        tracking.set_tag("privacy.stopped_after", str(last))
+        logging.getLogger(__name__).warning(
+            "privacy.target_epsilon %s allows %d of the %d rounds: the run stops after round "
+            "%d and publishes that model",
+            target, last, rt.cfg.rounds, last,
+        )  # fmt: skip
+    return last
 
 
 def interrupted(error: KeyboardInterrupt, store: RunStore | None, rounds: int) -> RunInterrupted:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import tempfile
 import time
 from collections.abc import Sequence
@@ -34,6 +35,7 @@ from fedprune.io.publish import (
 )
 from fedprune.io.state import ClientState
 from fedprune.io.store import Backend, RunStore, StoreError, compact_model_bytes, model_bytes
+from fedprune.privacy.secure.aggregate import SecureRound
 from fedprune.pruning.masks import Mask
 from fedprune.records import ClientUpdate, GlobalModel, RoundMetrics, RoundPlan
 from fedprune.steps import Runtime
@@ -97,10 +99,12 @@ def conclude_round(
     store: RunStore,
     callbacks: list[tuple[str, Callback]],
     rejected: Sequence[steps.Rejection] = (),
+    secure: SecureRound | None = None,
 ) -> RoundMetrics:
     """Measure the round, run the callbacks, advance the clients' state and publish the
     round (model, accepted updates, its metrics, state, the rejected uploads with their
-    reasons); returns the round's metrics. `state` and `history` are those after the previous
+    reasons); returns the round's metrics. With `secure`, the bytes are the secure
+    aggregation protocol's. `state` and `history` are those after the previous
     round; `state` is advanced in place."""
     seconds = time.time() - plan.started  # training and aggregation; not the test pass
     everything, updates = updates, steps.accepted(updates, rejected)
@@ -108,6 +112,14 @@ def conclude_round(
         rt, plan.round, candidate, updates=updates, sent=plan.sent, seconds=seconds,
         model_round=plan.model_round,
     )  # fmt: skip
+    if secure is not None:  # the protocol's messages replace the payloads
+        metrics = dataclasses.replace(
+            metrics,
+            bytes_up=secure.bytes_up,
+            bytes_down=metrics.bytes_down + secure.bytes_down,
+            floor_ratio_up=math.nan,
+            secure_seconds=secure.seconds,
+        )
     metrics = dataclasses.replace(
         metrics,
         mb_up_total=(sum(m.bytes_up for m in history) + metrics.bytes_up) / 1e6,

@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import save as save_tensors
 
 from fedprune.io.codec import decode, encode
+from fedprune.privacy.central import clipped_model
 from fedprune.pruning.channels import expand_weights, slice_weights
 from fedprune.pruning.masks import Weights, apply_mask_
 from fedprune.records import ClientUpdate, seed_for
@@ -109,6 +110,8 @@ def train_clients(
     ):
         kept = method.client_mask(local, kept, round_)
         apply_mask_(local, kept)
+        if cfg.privacy.mechanism == "central":  # DP-FedAvg's client bounds its own change
+            local = clipped_model(local, weights, kept, cfg.privacy.clip)
         upload = encode(local, kept, cfg.compression, seed=seed_for(cfg.seed, round_, client))
         extra = save_tensors({n: t.half() for n, t in importance.items()}) if importance else b""
         updates.append(ClientUpdate(client, len(rows), upload, loss, extra, score))

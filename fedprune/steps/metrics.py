@@ -8,6 +8,7 @@ import math
 import numpy as np
 
 from fedprune.io.codec import decode, floor_bits
+from fedprune.privacy.accounting import worst_epsilon
 from fedprune.pruning.masks import measure_sparsity
 from fedprune.records import ClientUpdate, Downloads, GlobalModel, RoundMetrics
 from fedprune.steps.runtime import Runtime
@@ -22,6 +23,15 @@ def evaluate(rt: Runtime, global_model: GlobalModel, site: str | None = None) ->
     served = rt.method.served(global_model.weights, global_model.mask)
     x, y = rt.data.site_tests[site] if site else (rt.data.x_test, rt.data.y_test)
     return evaluate_model(served, x, y, batch_size=rt.cfg.eval.batch_size, task=rt.task)
+
+
+def spent_epsilon(rt: Runtime, rounds: int) -> float:
+    """ε at `privacy.delta` after `rounds` rounds of the model's training (NaN without DP)."""
+    privacy = rt.cfg.privacy
+    if not privacy.private or (privacy.mechanism == "local" and rt.held_rows is None):
+        return math.nan  # a pod that holds no client's row counts cannot tell local DP's ε
+    costs = rt.privacy_costs()
+    return worst_epsilon(costs, rounds, delta=privacy.delta, accountant=privacy.accountant)
 
 
 def is_test_round(round_: int, rounds: int, every: int) -> bool:
@@ -65,7 +75,11 @@ def round_metrics(
         test=result.metrics,
         site_test=site_test,
         test_loss=result.loss,
-        train_loss=sum(u.train_loss * u.num_samples for u in updates) / samples,
+        train_loss=sum(u.train_loss * u.num_samples for u in updates) / samples
+        if samples
+        else math.nan,
+        clients=len(updates),
+        epsilon=spent_epsilon(rt, model_round),
         sparsity=report.sparsity,
         target_sparsity=rt.method.target(model_round),
         nonzero_params=report.nonzero,

@@ -5,6 +5,7 @@ the pruning method. Steps take it as their first argument instead of eight loose
 from __future__ import annotations
 
 import dataclasses
+import secrets
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,6 +13,8 @@ import torch
 from torch import nn
 
 from fedprune.config import ExperimentConfig
+from fedprune.privacy.accounting import Composition, round_costs, rounds_within, worst_epsilon
+from fedprune.privacy.config import PrivacyError
 from fedprune.pruning.masks import Mask, Weights, full_mask, prunable_names
 from fedprune.pruning.methods import METHODS, Method, MethodContext
 from fedprune.records import GlobalModel, seed_for
@@ -41,6 +44,35 @@ class Runtime:
     """The features' federated statistics, for data sets that standardise (tabular)."""
     held_rows: tuple[int, ...] | None = None
     """How many training rows each client holds: the most samples it can claim."""
+
+    def privacy_costs(self) -> list[Composition]:
+        """What one round costs in privacy: one composition for central DP, one per shard
+        size for local DP (`fedprune.privacy.accounting.round_costs`)."""
+        cfg = self.cfg
+        assert cfg.privacy.mechanism == "central" or self.held_rows is not None
+        return round_costs(
+            cfg.privacy,
+            sample_rate=cfg.sampling.fraction or 1.0,
+            shard_rows=[n for n in self.held_rows or () if n > 0],
+            batch_size=cfg.client.batch_size,
+            epochs=cfg.client.epochs,
+        )
+
+    def rounds_allowed(self, rounds_before: int = 0) -> int:
+        """Of this run's rounds, those `privacy.target_epsilon` allows: the model's earlier
+        rounds (`rounds_before`, a warm start) spent part of the budget too. All of them
+        without a target."""
+        privacy, rounds = self.cfg.privacy, self.cfg.rounds
+        if privacy.target_epsilon is None:
+            return rounds
+        within = rounds_within(
+            self.privacy_costs(),
+            privacy.target_epsilon,
+            rounds=rounds_before + rounds,
+            delta=privacy.delta,
+            accountant=privacy.accountant,
+        )
+        return max(0, within - rounds_before)
 
     @classmethod
     def build(
@@ -109,7 +141,31 @@ class Runtime:
             check_labels(data, task)
         ctx = MethodContext(model=model, input_shape=shape.input_shape, rounds=cfg.rounds)
         method = METHODS.get(cfg.pruning.method)(cfg.pruning, ctx)
-        return cls(cfg, shape, model, method, task, data, shards, standardization, held_rows)
+        rt = cls(cfg, shape, model, method, task, data, shards, standardization, held_rows)
+        rt.check_privacy()
+        return rt
+
+    def check_privacy(self) -> None:
+        """What the privacy settings need of the model and the split, before any round: a
+        model Opacus can train (local DP), a first round within `privacy.target_epsilon`."""
+        privacy = self.cfg.privacy
+        if privacy.mechanism == "local":
+            from fedprune.training.private import check_private_model  # imports Opacus
+
+            try:
+                check_private_model(self.model)
+            except ValueError as error:
+                raise ModelError(f"model.name: {self.cfg.model.name}: {error}") from None
+        if privacy.target_epsilon is None or self.held_rows is None:
+            return
+        if self.rounds_allowed() == 0:
+            costs = self.privacy_costs()
+            first = worst_epsilon(costs, 1, delta=privacy.delta, accountant=privacy.accountant)
+            raise PrivacyError(
+                f"privacy.target_epsilon {privacy.target_epsilon} cannot be met: one round "
+                f"already spends ε = {first:.3g} at δ = {privacy.delta}; raise "
+                "privacy.noise_multiplier (`fedprune privacy calibrate` tells by how much)"
+            )
 
     def data_artifacts(self) -> dict[str, bytes]:
         """What serving the model needs of the data: the features' statistics, if any."""
@@ -188,6 +244,15 @@ def init_global(rt: Runtime, start: Weights | None = None) -> GlobalModel:
 
 
 def sample_clients(cfg: ExperimentConfig, round_: int) -> list[int]:
-    rng = np.random.default_rng(seed_for(cfg.seed, round_))
-    chosen = rng.choice(cfg.data.num_clients, size=cfg.clients_per_round(), replace=False)
+    """The round's clients: a fixed number drawn without replacement, or with
+    `sampling.poisson` each client with probability `fraction`. Seeded by (seed, round), so a
+    resumed or warm-started run draws as an uninterrupted one; under central DP from the
+    OS's randomness instead, since privacy amplification by sampling holds only while the
+    sample is secret, and the config's seed is not."""
+    private = cfg.privacy.mechanism == "central"
+    rng = np.random.default_rng(secrets.randbits(128) if private else seed_for(cfg.seed, round_))
+    if cfg.sampling.poisson:
+        chosen = np.flatnonzero(rng.random(cfg.data.num_clients) < cfg.sampling.fraction)
+    else:
+        chosen = rng.choice(cfg.data.num_clients, size=cfg.clients_per_round(), replace=False)
     return sorted(int(c) for c in chosen)

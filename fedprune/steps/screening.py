@@ -81,7 +81,8 @@ def screen(
     held_rows: Sequence[int] | None,
 ) -> list[Rejection]:
     """The round's rejected updates, in client order; raises RoundFailed when fewer than
-    `aggregation.min_clients` pass."""
+    `aggregation.min_clients` pass (a round that sampled no client, with Poisson sampling,
+    has nothing to check)."""
     limit = upload_limit(previous, cfg)
     rejected: list[Rejection] = []
     to_measure: dict[int, DecodedUpdate] = {}  # decoded, when norms are checked
@@ -105,7 +106,7 @@ def screen(
                 rejected.append(Rejection(client, reason))
         rejected.sort(key=lambda r: r.client)
     passed = len(updates) - len(rejected)
-    if passed < cfg.aggregation.min_clients:
+    if updates and passed < cfg.aggregation.min_clients:  # none sampled (Poisson): no check
         reasons = "; ".join(f"client {r.client}: {r.reason}" for r in rejected[:5])
         raise RoundFailed(
             f"only {passed} of {len(updates)} updates passed the checks, "

@@ -3,15 +3,26 @@ method chooses the next global mask."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from fedprune.config import ExperimentConfig
 from fedprune.io.codec import decode
 from fedprune.io.payload_checks import PayloadError, expected_of
 from fedprune.io.tensors import st_load as load_tensors
+from fedprune.privacy.central import clipped_sum, noised_model, secret_generator
+from fedprune.privacy.secure.aggregate import SecureRound, secure_average, secure_clipped_sum
 from fedprune.pruning.masks import Weights
 from fedprune.pruning.methods import Method, RoundInputs
 from fedprune.records import ClientUpdate, GlobalModel
-from fedprune.steps.screening import check_finite
+from fedprune.steps.screening import RoundFailed, check_finite
 from fedprune.strategies import STRATEGIES, DecodedUpdate
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    model: GlobalModel
+    secure: SecureRound | None = None
+    """What secure aggregation's protocol cost the round, when it ran."""
 
 
 def aggregate(
@@ -19,10 +30,13 @@ def aggregate(
     cfg: ExperimentConfig,
     previous: GlobalModel,
     device: str = "cpu",
-) -> GlobalModel:
+    *,
+    round_: int = 0,
+) -> Aggregate:
     """Combine the screened client models, in client order (every engine sums in one order),
     on `device` (a GPU when the aggregation pod has one), given `previous`, the global model
-    the clients started from, with the strategy's state; the result comes back on the CPU."""
+    the clients started from, with the strategy's state; the result comes back on the CPU.
+    With privacy settings the strategy gets one average instead (`combine_privately`)."""
     decoded = []
     expected = expected_of(previous.weights)
     for update in sorted(updates, key=lambda u: u.client):
@@ -35,11 +49,62 @@ def aggregate(
         on(previous.weights, device), on(previous.mask, device), on(previous.state, device)
     )
     strategy = STRATEGIES.get(cfg.aggregation.method)(cfg.aggregation)
+    decoded, secure = combine_privately(decoded, start, cfg, round_=round_)
+    if not decoded:  # a Poisson draw of no client: nothing to combine
+        return Aggregate(previous)
     combined = strategy.aggregate(decoded, start)
     check_finite(combined)  # a non-finite global model is never published
-    return GlobalModel(
+    model = GlobalModel(
         on(combined.weights, "cpu"), on(combined.mask, "cpu"), on(combined.state, "cpu")
     )
+    return Aggregate(model, secure)
+
+
+def combine_privately(
+    decoded: list[DecodedUpdate], start: GlobalModel, cfg: ExperimentConfig, *, round_: int
+) -> tuple[list[DecodedUpdate], SecureRound | None]:
+    """What the strategy combines: the clients' models as they are; with central DP the one
+    noised average of their clipped changes; with secure aggregation the average from the
+    secure sums (of the clipped changes, under central DP), so the server never sees one."""
+    privacy = cfg.privacy
+    secure = None
+    if not privacy.secure_aggregation and privacy.mechanism != "central":
+        return decoded, None
+    if privacy.secure_aggregation and len(decoded) == 1:
+        raise RoundFailed(
+            "secure aggregation: this round has 1 client, and one client's sum is its update; "
+            "the round is not published (raise sampling.fraction so rounds draw at least 2)"
+        )
+    if privacy.secure_aggregation and privacy.mechanism != "central":
+        if not decoded:
+            return decoded, None
+        mask_aware = STRATEGIES.get(cfg.aggregation.method).mask_aware
+        average, secure = secure_average(
+            decoded, start, mask_aware=mask_aware, threshold=privacy.threshold, round_=round_
+        )
+        return [average], secure
+    if privacy.secure_aggregation and decoded:
+        total, secure = secure_clipped_sum(
+            decoded, start, clip=privacy.clip, threshold=privacy.threshold, round_=round_
+        )
+    else:
+        total = clipped_sum(decoded, start, privacy.clip)
+    noised = noised_model(
+        total,
+        start,
+        clip=privacy.clip,
+        noise_multiplier=privacy.noise_multiplier,
+        expected_clients=expected_clients(cfg),
+        generator=secret_generator(),
+        samples=sum(u.num_samples for u in decoded),
+    )
+    return [noised], secure
+
+
+def expected_clients(cfg: ExperimentConfig) -> float:
+    """Clients a round on average (q·N): DP-FedAvg's fixed denominator."""
+    fraction = cfg.sampling.fraction if cfg.sampling.fraction is not None else 1.0
+    return fraction * cfg.data.num_clients if cfg.sampling.count is None else cfg.sampling.count
 
 
 def on(tensors: Weights, device: str) -> Weights:

@@ -37,6 +37,10 @@ class Strategy:
     mask_aware: ClassVar[bool] = False
     """Averages each weight over the clients that kept it, so clients may upload under
     masks of their own (client-side pruning, FedDST, PruneFL, LotteryFL)."""
+    from_average: ClassVar[bool] = False
+    """The rule needs only the round's average model, not each client's update, so it
+    composes with privacy: central DP hands it the one noised average, and with secure
+    aggregation the server sees only the sum (`fedprune.privacy`)."""
 
     def __init__(self, params: StrategyParams):
         self.params = params

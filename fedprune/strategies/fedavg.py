@@ -13,6 +13,8 @@ from fedprune.strategies.buffers import DecodedUpdate, sample_weights, weighted_
 
 @STRATEGIES.register("fedavg")
 class FedAvg(Strategy):
+    from_average = True
+
     def aggregate(self, updates: Sequence[DecodedUpdate], previous: GlobalModel) -> GlobalModel:
         weights = weighted_average(updates, list(updates[0].weights), sample_weights(updates))
         return GlobalModel(weights, {name: weights[name] != 0 for name in updates[0].mask})

@@ -33,6 +33,7 @@ class ServerOptimizer(Strategy):
     """Applies `step` per tensor to the mask-aware average; subclasses name their moments."""
 
     mask_aware = True
+    from_average = True
     moments: ClassVar[tuple[str, ...]] = ("m",)
 
     def initial(self, key: str) -> float:

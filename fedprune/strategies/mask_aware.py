@@ -24,6 +24,7 @@ from fedprune.strategies.buffers import (
 @STRATEGIES.register("mask_aware")
 class MaskAware(Strategy):
     mask_aware = True
+    from_average = True
 
     def aggregate(self, updates: Sequence[DecodedUpdate], previous: GlobalModel) -> GlobalModel:
         weights, mask = mask_aware_average(updates)

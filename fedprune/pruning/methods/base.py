@@ -78,6 +78,11 @@ class Needs:
     """A step reads a client's data or state outside that client's site (PruneFL's initial
     prune on the server; personal masks kept in the run's store): the data cannot be kept
     at sites (`kubeflow.sites`)."""
+    private: bool = True
+    """Differential privacy can account for it (`privacy.mechanism`): clients use nothing of
+    their data but the privatised training, and the server step reads only the aggregate (no
+    importance uploads, no masks chosen by accuracy, by dense gradients or by the clients'
+    mask counts)."""
     classification: bool = False
     """Clients are scored by accuracy (on their validation rows and label mix): the task
     must be classification."""

@@ -41,7 +41,7 @@ class FedDST(Method):
 
     @classmethod
     def needs(cls, params: PruningParams) -> Needs:
-        return Needs(mask_aware=True, vectorizable=False)
+        return Needs(mask_aware=True, vectorizable=False, private=False)
 
     def start(self, weights: Weights, mask: Mask, train: Trainer) -> Model:
         return self.magnitude(weights, mask, round_=1, scope="layerwise")

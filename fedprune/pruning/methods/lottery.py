@@ -63,6 +63,7 @@ class Lottery(Method):
             vectorizable=not personal,
             classification=personal,
             beyond_a_site=personal,
+            private=not personal,
         )
 
     def client_start(

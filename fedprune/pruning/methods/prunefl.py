@@ -38,7 +38,7 @@ class PruneFL(Method):
 
     @classmethod
     def needs(cls, params: PruningParams) -> Needs:
-        return Needs(mask_aware=True, vectorizable=False, beyond_a_site=True)
+        return Needs(mask_aware=True, vectorizable=False, beyond_a_site=True, private=False)
 
     @classmethod
     def check(cls, params: PruneFLParams, num_clients: int) -> None:  # type: ignore[override]

@@ -1,0 +1,1 @@
+"""Privacy for federated rounds: differential privacy and secure aggregation."""
