@@ -33,10 +33,12 @@ if TYPE_CHECKING:
 EXIT_BAD_INPUT = 2
 
 
-def round_table(main: str) -> Table:
+def round_table(main: str, private: bool = False) -> Table:
+    """A row per round; with differential privacy an ε column (spent so far)."""
     table = Table(title="rounds", show_edge=False)
     metric = "acc %" if main == "accuracy" else main
-    for column in ("round", metric, "loss", "sparsity %", "MB up", "MB down", "rejected", "s"):
+    columns = ["round", metric, "loss", "sparsity %", "MB up", "MB down", "rejected", "s"]
+    for column in columns + (["ε"] if private else []):
         table.add_column(column, justify="right")
     return table
 
@@ -51,9 +53,9 @@ class LiveProgress:
     one row a round (the task's main metric, `main`, in its second column). In a pipe or a
     log: the table's header once, then one line per round, nothing redrawn."""
 
-    def __init__(self, main: str) -> None:
-        self.main = main
-        self.table = round_table(main)
+    def __init__(self, main: str, private: bool = False) -> None:
+        self.main, self.private = main, private
+        self.table = round_table(main, private)
         self.bar = Progress(
             TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
         )
@@ -80,7 +82,7 @@ class LiveProgress:
             f"{m.bytes_down / 1e6:.2f}",
             str(m.rejected_updates),
             f"{m.seconds:.1f}",
-        )
+        ) + ((f"{m.epsilon:.3g}",) if self.private else ())
         self.table.add_row(*row)
         if not self.redraw:
             console.print(" | ".join(row), highlight=False)
@@ -95,7 +97,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     main = TASKS.get(cfg.task.kind).main
-    view = LiveProgress(main)
+    view = LiveProgress(main, cfg.privacy.private)
     try:
         result = run_experiment(cfg, progress=view, resume=args.resume, run_name=args.run_name)
     finally:
@@ -110,6 +112,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"({last.nonzero_params:,} of {last.total_params:,} parameters non-zero), "
         f"{uploaded:.2f} MB uploaded, {downloaded:.2f} MB downloaded"
     )
+    if cfg.privacy.private:
+        stopped = len(result.history) < cfg.rounds
+        console.print(
+            f"privacy: ε = {last.epsilon:.3g} at δ = {cfg.privacy.delta} "
+            f"({cfg.privacy.mechanism} DP, {cfg.privacy.accountant} accountant)"
+            + (
+                f"; privacy.target_epsilon stopped the run after round {last.round}"
+                if stopped
+                else ""
+            )
+        )
     if not math.isnan(last.personal_accuracy):
         console.print(
             f"personal models (LotteryFL): test accuracy {100 * last.personal_accuracy:.2f}% "

@@ -276,3 +276,40 @@ def test_the_pipeline_refuses_what_it_cannot_run_yet(make_config, settings, says
 
     with pytest.raises(ConfigError, match=says):
         build_pipeline(make_config(**settings), local=True)
+
+
+def test_local_dp_run_logs_the_worst_clients_epsilon_and_prints_it(make_config, tmp_path, capsys):
+    import yaml
+
+    cfg = make_config(
+        rounds=2,
+        data={"num_clients": 4, "train_subset": 1200, "test_subset": 500},
+        model={"name": "mlp"},
+        privacy={"mechanism": "local", "noise_multiplier": 1.0, "clip": 1.0},
+        pruning={"schedule": {"kind": "oneshot", "target": 0.5}},
+    )
+    path = tmp_path / "local.yaml"
+    path.write_text(yaml.safe_dump(cfg.model_dump()))
+    assert main(["run", str(path)]) == 0
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if line.startswith("round |"))
+    assert header.endswith("| ε")
+    (run,) = MlflowClient(cfg.tracking).search_runs(
+        [MlflowClient(cfg.tracking).get_experiment_by_name(cfg.experiment).experiment_id]
+    )
+    logged = sorted(
+        MlflowClient(cfg.tracking).get_metric_history(run.info.run_id, "epsilon"),
+        key=lambda p: p.step,
+    )
+    rows = [300] * 4  # 1,200 rows, iid over 4 clients
+    step = Composition(1.0, 32 / rows[0], math.ceil(rows[0] / 32))
+    assert [p.value for p in logged] == pytest.approx(
+        [epsilon(step, r, delta=1e-5) for r in (1, 2)]
+    )
+    assert f"privacy: ε = {logged[-1].value:.3g} at δ = 1e-05 (local DP" in out
+
+
+def test_local_dp_refuses_a_batchnorm_model_before_any_run(make_config, mnist_small):
+    cfg = make_config(model={"name": "resnet18"}, privacy={"mechanism": "local"})
+    with pytest.raises(Exception, match="BatchNorm"):
+        engine.run_experiment(cfg, data=mnist_small)

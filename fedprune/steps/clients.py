@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import save as save_tensors
 
 from fedprune.io.codec import decode, encode
-from fedprune.privacy.central import clipped_model
+from fedprune.privacy.central import clipped_model, secret_generator
 from fedprune.pruning.channels import expand_weights, slice_weights
 from fedprune.pruning.masks import Weights, apply_mask_
 from fedprune.records import ClientUpdate, seed_for
@@ -89,10 +89,19 @@ def train_clients(
                 if method.wants_importance(round_)
                 else None
             )
-            loss, kept = local_train(
-                learner, learn_mask, x=x, y=y, cfg=cfg.client, generator=generator, task=rt.task,
-                regrowth=method.regrowth(round_, steps), importance=importance,
-            )  # fmt: skip
+            if cfg.privacy.mechanism == "local":  # DP-SGD; batches and noise nobody can redraw
+                from fedprune.training.private import private_train  # imports Opacus
+
+                loss, kept = private_train(
+                    learner, learn_mask, x=x, y=y, cfg=cfg.client, generator=secret_generator(),
+                    task=rt.task, noise_multiplier=cfg.privacy.noise_multiplier,
+                    clip=cfg.privacy.clip,
+                ).loss, learn_mask  # fmt: skip
+            else:
+                loss, kept = local_train(
+                    learner, learn_mask, x=x, y=y, cfg=cfg.client, generator=generator,
+                    task=rt.task, regrowth=method.regrowth(round_, steps), importance=importance,
+                )  # fmt: skip
             local = {name: t.detach().clone() for name, t in learner.state_dict().items()}
             if learner is not model:
                 local, kept = expand_weights(local, mask, weights), mask
