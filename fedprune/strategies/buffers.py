@@ -66,7 +66,7 @@ def stacked(tensors: list[list[torch.Tensor]]) -> torch.Tensor:
     return out
 
 
-def _split(flat: torch.Tensor, names: list[str], like: Weights) -> Weights:
+def unflatten(flat: torch.Tensor, names: list[str], like: Weights) -> Weights:
     """Views of `flat` shaped as the tensors named `names` in `like`, back to back."""
     out, offset = {}, 0
     for name in names:
@@ -114,8 +114,8 @@ def stack_updates(
     kept = stacked([[m[n] for n in mask_names] for m in masks]) if mask_names else None
     return [
         DecodedUpdate(
-            _split(values[k], names, weights[0]),
-            _split(kept[k], mask_names, masks[0]) if kept is not None else {},
+            unflatten(values[k], names, weights[0]),
+            unflatten(kept[k], mask_names, masks[0]) if kept is not None else {},
             n,
         )
         for k, n in enumerate(num_samples)

@@ -20,7 +20,7 @@ from fedprune.privacy.secure.fixed_point import DEFAULT_BOUND
 from fedprune.privacy.secure.simulate import SecureSumResult, secure_sum
 from fedprune.pruning.masks import Weights
 from fedprune.records import GlobalModel
-from fedprune.strategies.buffers import DecodedUpdate
+from fedprune.strategies.buffers import DecodedUpdate, unflatten
 
 
 @dataclass(frozen=True)
@@ -60,8 +60,9 @@ def secure_average(
         vectors, threshold=threshold, round_=round_, dropped=dropped, bound=DEFAULT_BOUND
     )
     total = torch.from_numpy(result.total)
-    values = unflatten(total, previous.weights, names)
-    shares = unflatten(total[sum(previous.weights[n].numel() for n in names) :], previous.weights, masked)  # fmt: skip
+    values = unflatten(total, names, previous.weights)
+    width = sum(previous.weights[n].numel() for n in names)
+    shares = unflatten(total[width:], masked, previous.weights)
     count = float(total[-1])
     weights, mask = {}, {}
     for name in names:
@@ -98,7 +99,7 @@ def secure_clipped_sum(
         clip_(delta, clip)
         vectors[index] = torch.cat([delta[n].double().flatten() for n in floating]).numpy()
     result = run_protocol(vectors, threshold=threshold, round_=round_, dropped=dropped, bound=clip)
-    summed = unflatten(torch.from_numpy(result.total), previous.weights, floating)
+    summed = unflatten(torch.from_numpy(result.total), floating, previous.weights)
     like = previous.weights
     return {n: t.to(like[n].dtype) for n, t in summed.items()}, cost(result)
 
@@ -126,15 +127,6 @@ def run_protocol(
         round_=round_,
         bound=bound,
     )
-
-
-def unflatten(vector: torch.Tensor, like: Weights, names: list[str]) -> Weights:
-    out, offset = {}, 0
-    for name in names:
-        size = like[name].numel()
-        out[name] = vector[offset : offset + size].view(like[name].shape)
-        offset += size
-    return out
 
 
 def cost(result: SecureSumResult) -> SecureRound:
