@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shlex
+import statistics
 import sys
 import tempfile
 import time
@@ -94,10 +94,12 @@ def runs() -> dict[str, tuple[str, dict]]:
                 "tabular",
                 {**TABULAR, "pruning": pruning, **({"privacy": privacy} if sigma else {})},
             )
-    quick = {"rounds": 3, "data": {"num_clients": 10, "train_subset": 20000}}
-    for tag, privacy in (("plain", {}), ("secure", {"secure_aggregation": True})):
-        pruning = {"schedule": {"kind": "oneshot", "target": 0.8}}
-        out[f"secure-{tag}"] = ("secure", {**quick, "pruning": pruning, "privacy": privacy})
+    for rounds in (1, 3):
+        quick = {"rounds": rounds, "data": {"num_clients": 10, "train_subset": 20000}}
+        for tag, privacy in (("plain", {}), ("secure", {"secure_aggregation": True})):
+            pruning = {"schedule": {"kind": "oneshot", "target": 0.8}}
+            settings = {**quick, "pruning": pruning, "privacy": privacy}
+            out[f"secure-{tag}{'' if rounds == 3 else '-1round'}"] = ("secure", settings)
     return out
 
 
@@ -134,7 +136,7 @@ def run_one(name: str, overrides: dict) -> dict:
         "secure_seconds": [m.secure_seconds for m in result.history],
         "clients": [m.clients for m in result.history],
         "seconds": seconds,
-        "weights": flat if name.startswith("secure-") else None,
+        "weights": flat,
     }
 
 
@@ -149,15 +151,33 @@ def main() -> None:
         chosen = {n: o for n, (g, o) in runs().items() if args.only in (None, g)}
         with ProcessPoolExecutor(args.workers) as pool:
             futures = {n: pool.submit(run_one, n, o) for n, o in chosen.items()}
+            weights = {}
             for name, future in futures.items():
                 results[name] = future.result()
+                weights[name] = results[name].pop("weights")
                 print(
                     f"{name}: acc {results[name]['accuracy']:.4f} ε {results[name]['epsilon']:.3g}",
                     flush=True,
                 )
                 RESULTS.parent.mkdir(parents=True, exist_ok=True)
                 RESULTS.write_text(json.dumps(results, indent=1))
-    report(results, " ".join(shlex.quote(a) for a in sys.argv))
+        for suffix in ("", "-1round"):
+            pair = [weights.get(f"secure-{t}{suffix}") for t in ("plain", "secure")]
+            if all(pair):
+                results[f"secure-compare{suffix}"] = compare(*pair)
+        RESULTS.write_text(json.dumps(results, indent=1))
+    report(results)
+
+
+def compare(plain: list[float], secure: list[float]) -> dict:
+    """How far the secure run's final weights are from the plain run's."""
+    gaps = [abs(a - b) for a, b in zip(plain, secure, strict=True)]
+    return {
+        "weights": len(gaps),
+        "max_difference": max(gaps),
+        "above_1e-5": sum(g > 1e-5 for g in gaps),
+        "pruned_differently": sum((a == 0) != (b == 0) for a, b in zip(plain, secure, strict=True)),
+    }
 
 
 def eps(value: float) -> str:
@@ -170,7 +190,7 @@ def table(results: dict, group: str) -> list[str]:
         "|---|---|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
-        if not name.startswith(f"{group}-"):
+        if not name.startswith(f"{group}-") or "compare" in name:
             continue
         sigma = (r["config"].get("privacy") or {}).get("noise_multiplier", "–")
         lines.append(
@@ -185,10 +205,12 @@ def secure_lines(results: dict) -> list[str]:
     plain, secure = results.get("secure-plain"), results.get("secure-secure")
     if not (plain and secure):
         return ["(not run)"]
-    diff = max(abs(a - b) for a, b in zip(plain["weights"], secure["weights"], strict=True))
-    median = sorted(sum(s) / len(s) for s in [secure["secure_seconds"]])[0]
-    rounds_plain = sorted(plain["round_seconds"])[len(plain["round_seconds"]) // 2]
-    rounds_secure = sorted(secure["round_seconds"])[len(secure["round_seconds"]) // 2]
+    three, one = results.get("secure-compare"), results.get("secure-compare-1round")
+    if not (three and one):
+        return ["(not compared)"]
+    rounds_plain = statistics.median(plain["round_seconds"])
+    rounds_secure = statistics.median(secure["round_seconds"])
+    protocol = statistics.mean(secure["secure_seconds"])
     return [
         "| | plain | secure aggregation | ratio |",
         "|---|---|---|---|",
@@ -199,15 +221,25 @@ def secure_lines(results: dict) -> list[str]:
         f"{secure['mb_down'] / plain['mb_down']:.2f}× |",
         f"| seconds a round (median) | {rounds_plain:.2f} | {rounds_secure:.2f} | "
         f"{rounds_secure / rounds_plain:.2f}× |",
-        f"| server's protocol seconds a round (mean) | – | {median:.3f} | |",
+        f"| server's protocol seconds a round (mean) | – | {protocol:.3f} | |",
         "",
-        f"Largest difference between the two final models' weights: **{diff:.2e}** (the "
-        "fixed-point resolution is 2⁻²⁴ ≈ 6e-8 per value before the division by the counts; "
-        "training on a slightly different model for 2 more rounds carries it along).",
+        f"After one round (the same clients' updates aggregated both ways) the largest "
+        f"difference between the two global models' weights is **{one['max_difference']:.1e}**: the fixed-point "
+        "encoding's error (2⁻²⁴ ≈ 6e-8 on each sample-weighted value, then divided by the "
+        f"counts). After {plain['rounds']} rounds, {three['above_1e-5']} of "
+        f"{three['weights']:,} weights differ by more than 1e-5 (the largest by "
+        f"{three['max_difference']:.2g}), and {three['pruned_differently']} differ in being pruned"
+        + (
+            ": local training carries round 1's 1e-8 differences along and amplifies a few "
+            "of them, as any change in the last bits would."
+            if three["above_1e-5"]
+            else "."
+        )
+        + " The accuracies agree.",
     ]
 
 
-def report(results: dict, command: str) -> None:
+def report(results: dict) -> None:
     PLOT.parent.mkdir(parents=True, exist_ok=True)
     figure, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     for axis, group, title in zip(
@@ -245,7 +277,8 @@ def report(results: dict, command: str) -> None:
     lines = [
         "# Results: differential privacy and secure aggregation",
         "",
-        f"Made by `{command}` (bench/privacy.py); raw numbers in `bench/results/privacy.json`. "
+        "Made by `.venv/bin/python bench/privacy.py` (seed 0, two runs at a time, one torch "
+        "thread each; about 6 minutes on 2 cores); raw numbers in `bench/results/privacy.json`. "
         "One run per setting: DP noise is drawn from the OS's randomness, never from the "
         "seed, so a rerun differs by its noise and these accuracies carry that noise "
         "(a point or two on MNIST, more on the 114-row breast-cancer test set). ε is the "
@@ -281,10 +314,38 @@ def report(results: dict, command: str) -> None:
         "",
         "## Secure aggregation, MNIST",
         "",
-        "Ten clients, 3 rounds, magnitude pruning to 80% after round 1, the same seed, with and "
-        "without `privacy.secure_aggregation` (no DP), in the local engine.",
+        "Ten clients, 3 rounds (and 1), magnitude pruning to 80% after round 1, the same seed, "
+        "with and without `privacy.secure_aggregation` (no DP), in the local engine. Uploads "
+        "under secure aggregation are dense fixed-point vectors (8 bytes a coordinate) plus "
+        "the protocol's keys and shares, where plain uploads are sparse float32 payloads.",
         "",
         *secure_lines(results),
+        "",
+        "## What the runs show",
+        "",
+        "- **Central DP costs little here**: at ε ≈ 2.5 (σ = 1.0, δ = 1e-5) DP-FedAvg ends "
+        "within a point of the run without DP (no clipping, no noise): about 300 clients a round "
+        "average the noise (its std on the mean is σ·clip / 300). With tens of clients a "
+        "round, as in the other tables, the same ε would drown the model: central DP is for "
+        "cross-device federations.",
+        "- **Pruning under DP loses what it loses without DP**: 80% of a 26,000-weight MLP "
+        "is too much for it (−7.7 points without DP, −7.1 with), while 50% of the tabular "
+        "model is free within the test set's noise. The masks chosen from noised models are "
+        "as good as those chosen without noise at this ε.",
+        "- **Local DP's cost is the clipping, not the noise**: DP-SGD ends 14 points below "
+        "plain training at every σ from 0.7 to 2.0 (ε 9.8 to 1.35), within a point of each "
+        "other. Per-sample clipping at 1.0 with lr 0.1 for 10 rounds limits it; tuning clip, "
+        "lr and rounds (not done here) is where accuracy would come back.",
+        "- **Tabular local DP needs large ε**: with ~91 rows a hospital each step samples 18% "
+        "of them, so ε reaches 9.8 even at σ = 4 over 30 rounds of 2 epochs; at σ = 4 the "
+        "accuracy drops 5 points.",
+        "- **Secure aggregation's price is bytes**: dense 8-byte fixed-point vectors cost 8.3× "
+        "the sparse uploads of an 80%-pruned model (pruning's upload savings do not survive "
+        "masking); the protocol's server time is small beside training.",
+        "- One earlier run of this script (before the one-round comparison was added) found "
+        "410 of the 199,210 weights differing by more than 1e-5 after 3 rounds (largest 0.14; "
+        "masks identical, accuracy identical); the runs since have not reproduced it, and its "
+        "cause was not found.",
         "",
     ]
     REPORT.write_text("\n".join(lines))
