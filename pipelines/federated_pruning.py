@@ -40,7 +40,7 @@ from fedprune.privacy.config import pipeline_problem
 
 
 def group_count(cfg: ExperimentConfig) -> int:
-    return math.ceil(cfg.clients_per_round() / cfg.kubeflow.clients_per_pod)
+    return math.ceil(cfg.most_clients_per_round() / cfg.kubeflow.clients_per_pod)
 
 
 def _pod(

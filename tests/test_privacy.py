@@ -267,8 +267,8 @@ def test_central_dp_with_secure_aggregation_runs(make_config, mnist_small):
 @pytest.mark.parametrize(
     ("settings", "says"),
     [
-        ({"sampling": POISSON}, "sampling.poisson"),
         ({"privacy": {"secure_aggregation": True}}, "local engine only"),
+        ({"privacy": {**CENTRAL, "target_epsilon": 20}, "sampling": POISSON}, "rounds are fixed"),
     ],
 )
 def test_the_pipeline_refuses_what_it_cannot_run_yet(make_config, settings, says):
@@ -313,3 +313,18 @@ def test_local_dp_refuses_a_batchnorm_model_before_any_run(make_config, mnist_sm
     cfg = make_config(model={"name": "resnet18"}, privacy={"mechanism": "local"})
     with pytest.raises(Exception, match="BatchNorm"):
         engine.run_experiment(cfg, data=mnist_small)
+
+
+def test_a_poisson_pipeline_has_client_pods_for_the_largest_plausible_draw(make_config, tmp_path):
+    from pipelines.federated_pruning import compile_pipeline, group_count
+
+    cfg = make_config(
+        rounds=2,
+        data={"num_clients": 6000},
+        sampling={"fraction": 0.05, "poisson": True},
+        privacy=CENTRAL,
+        kubeflow={"clients_per_pod": 50, "image": "registry.test/fedprune:1"},
+    )
+    assert cfg.most_clients_per_round() == 406, "binomial(6000, 0.05)'s 1 − 1e-9 quantile"
+    assert group_count(cfg) == 9
+    assert compile_pipeline(cfg, tmp_path / "dp.yaml").stat().st_size > 0

@@ -27,4 +27,9 @@ def broadcast(
     state = ClientState.after(run_store(cfg, run_id), round_ - 1)
     before = read_rounds_before(global_model.path)  # a warm start's earlier rounds
     plan = plan_round(rt, read_model(global_model.path), state, round_=round_, rounds_before=before)
+    if len(plan.clients) > cfg.most_clients_per_round():  # Poisson: p ≤ 1e-9 a round
+        raise RuntimeError(
+            f"round {round_} drew {len(plan.clients)} clients, more than the pipeline's client "
+            f"pods hold ({cfg.most_clients_per_round()}); the round is not published: resume"
+        )
     write_broadcast(message.path, plan)

@@ -190,6 +190,15 @@ class ExperimentConfig(Params):
         fraction = self.sampling.fraction if self.sampling.fraction is not None else 1.0
         return max(1, round(fraction * self.data.num_clients))
 
+    def most_clients_per_round(self) -> int:
+        """The most clients a round may draw: `clients_per_round()`, or with Poisson sampling
+        the draw's 1 − 1e-9 quantile, for which the pipeline's client pods are made."""
+        if not self.sampling.poisson:
+            return self.clients_per_round()
+        from scipy.stats import binom  # only Poisson sampling needs it
+
+        return max(1, int(binom.ppf(1 - 1e-9, self.data.num_clients, self.sampling.fraction)))
+
 
 def check_reached(params: Params, rounds: int) -> None:
     """A schedule must reach its target by the last round: a ramp that ends after it, or a

@@ -225,7 +225,10 @@ def dag_shape(cfg) -> dict[str, object]:
     """The settings a compiled pipeline has fixed (rounds are unrolled, client groups fanned
     out, pod settings written in): a run whose `config_json` changes any of them cannot run
     as compiled, so its first task refuses it (`check_dag_shape`)."""
-    shape: dict[str, object] = {"rounds": cfg.rounds, "clients per round": cfg.clients_per_round()}
+    shape: dict[str, object] = {
+        "rounds": cfg.rounds,
+        "clients per round": cfg.most_clients_per_round(),
+    }
     shape |= {f"kubeflow.{k}": v for k, v in cfg.kubeflow.model_dump(mode="json").items()}
     return shape
 

@@ -135,11 +135,6 @@ def check_privacy(cfg) -> None:
 
 def pipeline_problem(cfg) -> str | None:
     """What the Kubeflow pipeline cannot run yet of these settings (None: it can)."""
-    if cfg.sampling.poisson:
-        return (
-            "sampling.poisson: the pipeline's client pods are fixed when it compiles, and a "
-            "Poisson draw's count varies; run it with `fedprune run`"
-        )
     if cfg.privacy.secure_aggregation:
         return (
             "privacy.secure_aggregation runs in the local engine only (`fedprune run`): the "
