@@ -268,7 +268,11 @@ def test_central_dp_with_secure_aggregation_runs(make_config, mnist_small):
     ("settings", "says"),
     [
         ({"privacy": {"secure_aggregation": True}}, "local engine only"),
-        ({"privacy": {**CENTRAL, "target_epsilon": 20}, "sampling": POISSON}, "rounds are fixed"),
+        (
+            {"privacy": {**CENTRAL, "target_epsilon": 4}, "sampling": POISSON},
+            "allows 1 of the 3 rounds",
+        ),
+        ({"privacy": {"mechanism": "local", "target_epsilon": 50}}, "before the data is split"),
     ],
 )
 def test_the_pipeline_refuses_what_it_cannot_run_yet(make_config, settings, says):
@@ -316,6 +320,7 @@ def test_local_dp_refuses_a_batchnorm_model_before_any_run(make_config, mnist_sm
 
 
 def test_a_poisson_pipeline_has_client_pods_for_the_largest_plausible_draw(make_config, tmp_path):
+    from fedprune.privacy.config import pipeline_problem
     from pipelines.federated_pruning import compile_pipeline, group_count
 
     cfg = make_config(
@@ -327,4 +332,6 @@ def test_a_poisson_pipeline_has_client_pods_for_the_largest_plausible_draw(make_
     )
     assert cfg.most_clients_per_round() == 406, "binomial(6000, 0.05)'s 1 − 1e-9 quantile"
     assert group_count(cfg) == 9
+    cfg = cfg.model_copy(update={"privacy": cfg.privacy.model_copy(update={"target_epsilon": 50})})
+    assert pipeline_problem(cfg) is None, "a target the rounds stay within compiles"
     assert compile_pipeline(cfg, tmp_path / "dp.yaml").stat().st_size > 0

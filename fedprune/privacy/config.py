@@ -140,9 +140,26 @@ def pipeline_problem(cfg) -> str | None:
             "privacy.secure_aggregation runs in the local engine only (`fedprune run`): the "
             "key exchange and shares through the store as round artifacts are not built yet"
         )
-    if cfg.privacy.target_epsilon is not None:
+    privacy = cfg.privacy
+    if privacy.target_epsilon is None:
+        return None
+    if privacy.mechanism == "local":  # its ε depends on the shards, split in the pods
         return (
-            "privacy.target_epsilon: the pipeline's rounds are fixed when it compiles; set "
-            "rounds to what `fedprune privacy calibrate` allows and leave target_epsilon unset"
+            "privacy.target_epsilon with mechanism local: the pipeline's rounds are fixed when "
+            "it compiles, before the data is split; set rounds to what `fedprune privacy "
+            "calibrate` allows and leave target_epsilon unset"
+        )
+    from fedprune.privacy.accounting import round_costs, rounds_within
+
+    costs = round_costs(privacy, sample_rate=cfg.sampling.fraction, shard_rows=[], batch_size=1, epochs=1)  # fmt: skip
+    allowed = rounds_within(
+        costs, privacy.target_epsilon, rounds=cfg.rounds, delta=privacy.delta,
+        accountant=privacy.accountant,
+    )  # fmt: skip
+    if allowed < cfg.rounds:
+        return (
+            f"privacy.target_epsilon {privacy.target_epsilon} allows {allowed} of the "
+            f"{cfg.rounds} rounds, and the pipeline's rounds are fixed when it compiles: set "
+            f"rounds to {allowed} (or raise privacy.noise_multiplier)"
         )
     return None
