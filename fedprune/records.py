@@ -86,6 +86,8 @@ class RoundMetrics:
     epsilon: float = math.nan
     """With `privacy.mechanism`: the ε at `privacy.delta` that every round the model was
     trained for so far has spent (the accountant's; local DP: the worst-off client's)."""
+    clip: float = math.nan
+    """With `privacy.clip_quantile`: the clip adaptive clipping chose for the next round."""
     secure_seconds: float = math.nan
     """With `privacy.secure_aggregation`: the server's seconds in the protocol (its bytes
     are `bytes_up`, and `bytes_down` beyond the broadcast)."""

@@ -53,7 +53,8 @@ def test_the_noised_average_is_the_clipped_sum_over_q_n_plus_noise_of_sigma_clip
     moved = [torch.where(mask, 1.0 + step, 0.0) for step in (0.001, 10.0)]  # small, huge
     updates = [DecodedUpdate({"w": w, "n": torch.tensor(5)}, {"w": mask}, 50) for w in moved]
     settings = {"clip": 2.0, "expected_clients": 4.0}
-    total = clipped_sum(updates, previous, clip=2.0)
+    total, within = clipped_sum(updates, previous, clip=2.0)
+    assert within == 1, "the small change was within the clip, the huge one not"
     quiet = noised_model(
         total, previous, noise_multiplier=0.0, generator=torch.Generator(), **settings
     )
@@ -335,3 +336,44 @@ def test_a_poisson_pipeline_has_client_pods_for_the_largest_plausible_draw(make_
     cfg = cfg.model_copy(update={"privacy": cfg.privacy.model_copy(update={"target_epsilon": 50})})
     assert pipeline_problem(cfg) is None, "a target the rounds stay within compiles"
     assert compile_pipeline(cfg, tmp_path / "dp.yaml").stat().st_size > 0
+
+
+def test_adaptive_clipping_moves_the_clip_towards_the_quantile_and_keeps_the_budget():
+    from fedprune.privacy.central import changes_noise, next_clip
+
+    quiet = torch.Generator().manual_seed(0)
+    settings = {"expected_clients": 100, "lr": 0.2, "count_noise": 1e-12, "generator": quiet}
+    assert next_clip(2.0, 100, quantile=0.5, **settings) == pytest.approx(2.0 * math.exp(-0.1))
+    assert next_clip(2.0, 0, quantile=0.5, **settings) == pytest.approx(2.0 * math.exp(0.1))
+    assert next_clip(2.0, 50, quantile=0.5, **settings) == pytest.approx(2.0)
+    sigma = changes_noise(1.0, count_noise=5.0)  # 1/σ_Δ² + 1/(2·5)² = 1/1²: Andrew et al.
+    assert sigma**-2 + (2 * 5.0) ** -2 == pytest.approx(1.0) and sigma > 1.0
+    with pytest.raises(ConfigError, match="clip_count_noise 0.2 must exceed"):
+        parse_config({"privacy": {**CENTRAL, "clip_quantile": 0.5}, "sampling": POISSON, "data": {"num_clients": 8}})  # fmt: skip
+    with pytest.raises(ConfigError, match="secure aggregation hides"):
+        parse_config({"privacy": {**CENTRAL, "clip_quantile": 0.5, "secure_aggregation": True}, "sampling": POISSON})  # fmt: skip
+
+
+def test_an_adaptive_clip_shrinks_from_a_loose_start_round_by_round(make_config, mnist_small):
+    cfg = make_config(
+        rounds=3,
+        data={"num_clients": 40},
+        sampling=POISSON,
+        model={"name": "mlp"},
+        privacy={**CENTRAL, "noise_multiplier": 0.05, "clip": 20.0, "clip_quantile": 0.5},
+        pruning={"schedule": {"kind": "none"}},
+    )
+    result = engine.run_experiment(cfg, data=mnist_small)
+    clips = [m.clip for m in result.history]
+    # Every change is far below the clip, so all a round drew are within it: the clip moves by
+    # exp(−0.2 · (drawn / q·N − 0.5)), up to the count's noise (std 20/20 = 1 client of 20).
+    starts = [20.0, *clips[:-1]]
+    for metrics, start, clip in zip(result.history, starts, clips, strict=True):
+        expected = start * math.exp(-0.2 * (metrics.clients / 20 - 0.5))
+        assert clip == pytest.approx(expected, rel=0.04), (metrics.clients, clips)
+    assert clips[0] > clips[1] > clips[2], clips
+    assert result.history[-1].epsilon == pytest.approx(
+        epsilon(Composition(0.05, 0.5, 1), 3, delta=1e-5)
+    ), "the count's noise is inside the budget"
+    logged = MlflowClient(cfg.tracking).get_metric_history(result.run_id, "clip")
+    assert sorted(p.step for p in logged) == [1, 2, 3]

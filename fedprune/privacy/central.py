@@ -16,6 +16,7 @@ alone. Integer tensors (BatchNorm's batch counters) keep the previous model's va
 
 from __future__ import annotations
 
+import math
 import secrets
 from collections.abc import Sequence
 
@@ -70,18 +71,49 @@ def clipped_model(local: Weights, start: Weights, mask: Mask, clip: float) -> We
     return out
 
 
-def clipped_sum(updates: Sequence[DecodedUpdate], previous: GlobalModel, clip: float) -> Weights:
+def clipped_sum(
+    updates: Sequence[DecodedUpdate], previous: GlobalModel, clip: float
+) -> tuple[Weights, int]:
     """Σ of the clients' changes from `previous`, each clipped to `clip` (by the server: it
-    does not trust a client's own clipping)."""
+    does not trust a client's own clipping), and how many were within `clip` already."""
     total: Weights = {
         n: torch.zeros_like(t) for n, t in previous.weights.items() if t.is_floating_point()
     }
+    within = 0
     for update in updates:
         delta = change(update.weights, previous.weights, update.mask)
-        clip_(delta, clip)
+        within += clip_(delta, clip) <= clip
         for name, moved in delta.items():
             total[name].add_(moved)
-    return total
+    return total, within
+
+
+CLIP = "privacy.clip"
+"""Server state (published with each round's model): adaptive clipping's current clip."""
+
+
+def changes_noise(noise_multiplier: float, count_noise: float) -> float:
+    """σ_Δ on the changes when the within-clip count takes its share of the budget: the two
+    Gaussian queries together are as private as one of noise multiplier σ (Andrew et al.
+    2021, Theorem 1): σ_Δ = (σ⁻² − (2·count_noise)⁻²)^-½."""
+    return (noise_multiplier**-2 - (2 * count_noise) ** -2) ** -0.5
+
+
+def next_clip(
+    clip: float,
+    within: int,
+    *,
+    expected_clients: float,
+    quantile: float,
+    lr: float,
+    count_noise: float,
+    generator: torch.Generator,
+) -> float:
+    """Geometric update towards the `quantile` of the change norms, from the noised share of
+    clients within the clip: clip · exp(−lr · (b̃ − quantile))."""
+    noise = float(torch.randn((), generator=generator, dtype=torch.float64)) * count_noise
+    share = (within + noise) / expected_clients
+    return clip * math.exp(-lr * (share - quantile))
 
 
 def noised_model(

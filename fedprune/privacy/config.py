@@ -28,6 +28,17 @@ class PrivacyConfig(Params):
     calibrate` tells the smallest one that meets a target ε."""
     clip: Annotated[float, Field(gt=0.0)] = 1.0
     """L2 bound: of a client's model change (central), of one example's gradient (local)."""
+    clip_quantile: Annotated[float, Field(gt=0.0, lt=1.0)] | None = None
+    """Central DP: adapt `clip` every round towards this quantile of the clients' change
+    norms (Andrew et al. 2021, arXiv 1905.03871; 0.5 is their median), starting from `clip`;
+    None keeps `clip` fixed."""
+    clip_lr: Annotated[float, Field(gt=0.0)] = 0.2
+    """Adaptive clipping's step: clip ← clip · exp(−clip_lr · (b̃ − clip_quantile)), b̃ the
+    noised share of clients within the clip."""
+    clip_count_noise: Annotated[float, Field(gt=0.0)] | None = None
+    """Adaptive clipping: the std of the noise on the count of clients within the clip;
+    None: expected clients a round / 20 (the paper's). Part of `noise_multiplier`'s budget:
+    the changes get σ_Δ = (σ⁻² − (2·clip_count_noise)⁻²)^-½."""
     delta: Annotated[float, Field(gt=0.0, lt=1.0)] = 1e-5
     """The δ of (ε, δ)-DP; choose it below 1 / the number of clients (central) or of one
     client's examples (local)."""
@@ -109,6 +120,23 @@ def check_privacy(cfg) -> None:
             f"dense gradients or mask counts), which privacy.mechanism '{privacy.mechanism}' "
             f"cannot account for: use {', '.join(private)}"
         )
+    if privacy.clip_quantile is not None:
+        if privacy.mechanism != "central":
+            raise ValueError(
+                "privacy.clip_quantile adapts central DP's clip: set mechanism central"
+            )
+        if privacy.secure_aggregation:
+            raise ValueError(
+                "privacy.clip_quantile: the server clips each change to the adapted clip, "
+                "which secure aggregation hides from it; use a fixed clip with it"
+            )
+        count_noise = count_noise_of(privacy, cfg.sampling.fraction * cfg.data.num_clients)
+        if 2 * count_noise <= privacy.noise_multiplier:
+            raise ValueError(
+                f"privacy.clip_count_noise {count_noise:.3g} must exceed noise_multiplier / 2 "
+                f"({privacy.noise_multiplier / 2:.3g}): the count's noise takes its part of "
+                "the budget from the changes' noise (raise it, or sample more clients a round)"
+            )
     if privacy.mechanism == "local":
         if cfg.client.vectorize:
             raise ValueError(
@@ -163,3 +191,10 @@ def pipeline_problem(cfg) -> str | None:
             f"rounds to {allowed} (or raise privacy.noise_multiplier)"
         )
     return None
+
+
+def count_noise_of(privacy: PrivacyConfig, expected_clients: float) -> float:
+    """Adaptive clipping's noise on the within-clip count (default: expected clients / 20)."""
+    if privacy.clip_count_noise is not None:
+        return privacy.clip_count_noise
+    return expected_clients / 20

@@ -119,7 +119,8 @@ def train_clients(
     ):
         kept = method.client_mask(local, kept, round_)
         apply_mask_(local, kept)
-        if cfg.privacy.mechanism == "central":  # DP-FedAvg's client bounds its own change
+        if cfg.privacy.mechanism == "central" and cfg.privacy.clip_quantile is None:
+            # DP-FedAvg's client bounds its own change (an adapted clip only the server knows)
             local = clipped_model(local, weights, kept, cfg.privacy.clip)
         upload = encode(local, kept, cfg.compression, seed=seed_for(cfg.seed, round_, client))
         extra = save_tensors({n: t.half() for n, t in importance.items()}) if importance else b""

@@ -9,6 +9,7 @@ import numpy as np
 
 from fedprune.io.codec import decode, floor_bits
 from fedprune.privacy.accounting import worst_epsilon
+from fedprune.privacy.central import CLIP
 from fedprune.pruning.masks import measure_sparsity
 from fedprune.records import ClientUpdate, Downloads, GlobalModel, RoundMetrics
 from fedprune.steps.runtime import Runtime
@@ -80,6 +81,7 @@ def round_metrics(
         else math.nan,
         clients=len(updates),
         epsilon=spent_epsilon(rt, model_round),
+        clip=float(global_model.state[CLIP]) if CLIP in global_model.state else math.nan,
         sparsity=report.sparsity,
         target_sparsity=rt.method.target(model_round),
         nonzero_params=report.nonzero,

@@ -5,11 +5,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from fedprune.config import ExperimentConfig
 from fedprune.io.codec import decode
 from fedprune.io.payload_checks import PayloadError, expected_of
 from fedprune.io.tensors import st_load as load_tensors
-from fedprune.privacy.central import clipped_sum, noised_model, secret_generator
+from fedprune.privacy.central import (
+    CLIP,
+    changes_noise,
+    clipped_sum,
+    next_clip,
+    noised_model,
+    secret_generator,
+)
+from fedprune.privacy.config import count_noise_of
 from fedprune.privacy.secure.aggregate import SecureRound, secure_average, secure_clipped_sum
 from fedprune.pruning.masks import Weights
 from fedprune.pruning.methods import Method, RoundInputs
@@ -49,56 +59,77 @@ def aggregate(
         on(previous.weights, device), on(previous.mask, device), on(previous.state, device)
     )
     strategy = STRATEGIES.get(cfg.aggregation.method)(cfg.aggregation)
-    decoded, secure = combine_privately(decoded, start, cfg, round_=round_)
+    decoded, secure, private_state = combine_privately(decoded, start, cfg, round_=round_)
     if not decoded:  # a Poisson draw of no client: nothing to combine
         return Aggregate(previous)
     combined = strategy.aggregate(decoded, start)
     check_finite(combined)  # a non-finite global model is never published
-    model = GlobalModel(
-        on(combined.weights, "cpu"), on(combined.mask, "cpu"), on(combined.state, "cpu")
-    )
+    state = on(combined.state, "cpu") | on(private_state, "cpu")
+    model = GlobalModel(on(combined.weights, "cpu"), on(combined.mask, "cpu"), state)
     return Aggregate(model, secure)
 
 
 def combine_privately(
     decoded: list[DecodedUpdate], start: GlobalModel, cfg: ExperimentConfig, *, round_: int
-) -> tuple[list[DecodedUpdate], SecureRound | None]:
+) -> tuple[list[DecodedUpdate], SecureRound | None, Weights]:
     """What the strategy combines: the clients' models as they are; with central DP the one
     noised average of their clipped changes; with secure aggregation the average from the
-    secure sums (of the clipped changes, under central DP), so the server never sees one."""
+    secure sums (of the clipped changes, under central DP), so the server never sees one.
+    Also the server state privacy adds to the new model (adaptive clipping's clip)."""
     privacy = cfg.privacy
-    secure = None
     if not privacy.secure_aggregation and privacy.mechanism != "central":
-        return decoded, None
+        return decoded, None, {}
     if privacy.secure_aggregation and len(decoded) == 1:
         raise RoundFailed(
             "secure aggregation: this round has 1 client, and one client's sum is its update; "
             "the round is not published (raise sampling.fraction so rounds draw at least 2)"
         )
-    if privacy.secure_aggregation and privacy.mechanism != "central":
+    if privacy.mechanism != "central":
         if not decoded:
-            return decoded, None
+            return decoded, None, {}
         mask_aware = STRATEGIES.get(cfg.aggregation.method).mask_aware
         average, secure = secure_average(
             decoded, start, mask_aware=mask_aware, threshold=privacy.threshold, round_=round_
         )
-        return [average], secure
+        return [average], secure, {}
+    noised, secure, state = dp_fedavg_round(decoded, start, cfg, round_=round_)
+    return [noised], secure, state
+
+
+def dp_fedavg_round(
+    decoded: list[DecodedUpdate], start: GlobalModel, cfg: ExperimentConfig, *, round_: int
+) -> tuple[DecodedUpdate, SecureRound | None, Weights]:
+    """Central DP's round: the clipped changes summed (securely, with secure aggregation),
+    noised, over q·N; with `clip_quantile` the clip adapts from a noised count of the
+    clients within it, and the noise on the changes gives the count its share of σ."""
+    privacy, expected = cfg.privacy, expected_clients(cfg)
+    clip = float(start.state[CLIP]) if CLIP in start.state else privacy.clip
+    secure = None
     if privacy.secure_aggregation and decoded:
         total, secure = secure_clipped_sum(
-            decoded, start, clip=privacy.clip, threshold=privacy.threshold, round_=round_
+            decoded, start, clip=clip, threshold=privacy.threshold, round_=round_
         )
     else:
-        total = clipped_sum(decoded, start, privacy.clip)
+        total, within = clipped_sum(decoded, start, clip)
+    sigma, state, generator = privacy.noise_multiplier, {}, secret_generator()
+    if privacy.clip_quantile is not None:  # refused with secure aggregation: `within` is known
+        count_noise = count_noise_of(privacy, expected)
+        sigma = changes_noise(sigma, count_noise)
+        adapted = next_clip(
+            clip, within, expected_clients=expected, quantile=privacy.clip_quantile,
+            lr=privacy.clip_lr, count_noise=count_noise, generator=generator,
+        )  # fmt: skip
+        state[CLIP] = torch.tensor(adapted, dtype=torch.float64)
     noised = noised_model(
         total,
         start,
-        clip=privacy.clip,
-        noise_multiplier=privacy.noise_multiplier,
-        expected_clients=expected_clients(cfg),
-        generator=secret_generator(),
+        clip=clip,
+        noise_multiplier=sigma,
+        expected_clients=expected,
+        generator=generator,
         samples=sum(u.num_samples for u in decoded),
     )
-    return [noised], secure
+    return noised, secure, state
 
 
 def expected_clients(cfg: ExperimentConfig) -> float:
