@@ -63,37 +63,36 @@ LOCAL = {
 TABULAR = yaml.safe_load((ROOT / "configs" / "breast_cancer.yaml").read_text())
 
 
+def sweep(
+    group: str,
+    base: dict,
+    mechanism: str,
+    sigmas: tuple[float, ...],
+    pruned: tuple[str, dict, float],
+) -> dict[str, tuple[str, dict]]:
+    """No DP and each σ, dense; the pruned setting (its tag, pruning and σ) with and without DP."""
+    out = {}
+    tag, pruning, at = pruned
+    for sigma in (None, *sigmas):
+        for name, chosen in (("dense", DENSE), (tag, pruning)):
+            if name == tag and sigma not in (None, at):
+                continue
+            privacy = {"mechanism": mechanism, "noise_multiplier": sigma, "clip": 1.0}
+            out[f"{group}-{sigma or 'none'}-{name}"] = (
+                group,
+                {**base, "pruning": chosen, **({"privacy": privacy} if sigma else {})},
+            )
+    return out
+
+
 def runs() -> dict[str, tuple[str, dict]]:
     """Name → (group, config overrides)."""
-    out: dict[str, tuple[str, dict]] = {}
-    for sigma in (None, 0.7, 1.0, 1.5):
-        for tag, pruning in (("dense", DENSE), ("pruned80", PRUNED)):
-            if tag == "pruned80" and sigma not in (None, 1.0):
-                continue
-            privacy = {"mechanism": "central", "noise_multiplier": sigma, "clip": 1.0}
-            out[f"central-{sigma or 'none'}-{tag}"] = (
-                "central",
-                {**CENTRAL, "pruning": pruning, **({"privacy": privacy} if sigma else {})},
-            )
-    for sigma in (None, 0.7, 1.0, 2.0):
-        for tag, pruning in (("dense", DENSE), ("pruned80", PRUNED)):
-            if tag == "pruned80" and sigma not in (None, 1.0):
-                continue
-            privacy = {"mechanism": "local", "noise_multiplier": sigma, "clip": 1.0}
-            out[f"local-{sigma or 'none'}-{tag}"] = (
-                "local",
-                {**LOCAL, "pruning": pruning, **({"privacy": privacy} if sigma else {})},
-            )
     tab_pruned = {"schedule": {"kind": "gradual", "target": 0.5, "start_round": 5, "end_round": 15}}
-    for sigma in (None, 1.0, 2.0, 4.0):
-        for tag, pruning in (("dense", DENSE), ("pruned50", tab_pruned)):
-            if tag == "pruned50" and sigma not in (None, 2.0):
-                continue
-            privacy = {"mechanism": "local", "noise_multiplier": sigma, "clip": 1.0}
-            out[f"tabular-{sigma or 'none'}-{tag}"] = (
-                "tabular",
-                {**TABULAR, "pruning": pruning, **({"privacy": privacy} if sigma else {})},
-            )
+    out = {
+        **sweep("central", CENTRAL, "central", (0.7, 1.0, 1.5), ("pruned80", PRUNED, 1.0)),
+        **sweep("local", LOCAL, "local", (0.7, 1.0, 2.0), ("pruned80", PRUNED, 1.0)),
+        **sweep("tabular", TABULAR, "local", (1.0, 2.0, 4.0), ("pruned50", tab_pruned, 2.0)),
+    }
     for rounds in (1, 3):
         quick = {"rounds": rounds, "data": {"num_clients": 10, "train_subset": 20000}}
         for tag, privacy in (("plain", {}), ("secure", {"secure_aggregation": True})):
