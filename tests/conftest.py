@@ -77,9 +77,17 @@ def failing_at_round(round_: int) -> Iterator[None]:
         yield
 
 
-SLOWEST_FILES = ("test_pipeline_local.py", "test_privacy.py", "test_faults.py", "test_submit.py")
-"""Started first: `make test` hands whole files to two xdist workers in collection order, and
-a three-minute file handed out last leaves the other worker idle while it runs."""
+SLOWEST_FILES = (
+    "test_pipeline_local.py",
+    "test_pipeline_sites.py",
+    "test_privacy.py",
+    "test_faults.py",
+    "test_submit.py",
+    "test_segments.py",
+)
+"""Started first: `make test` hands whole files to two xdist workers in collection order
+(`--no-loadscope-reorder`), and a long file handed out last leaves the other worker idle
+while it runs."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

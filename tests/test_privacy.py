@@ -244,7 +244,11 @@ def test_secure_aggregation_needs_enough_survivors_and_two_clients():
 def test_a_secure_run_ends_with_the_plain_runs_model_within_fixed_point_error(
     make_config, mnist_small
 ):
-    settings = {"rounds": 2, "pruning": {"schedule": {"kind": "oneshot", "target": 0.5}}}
+    settings = {
+        "rounds": 2,
+        "model": {"name": "mlp"},
+        "pruning": {"schedule": {"kind": "oneshot", "target": 0.5}},
+    }
     plain = engine.run_experiment(make_config(**settings), data=mnist_small)
     secure_cfg = make_config(**settings, privacy={"secure_aggregation": True})
     secure = engine.run_experiment(secure_cfg, data=mnist_small)
@@ -257,7 +261,13 @@ def test_a_secure_run_ends_with_the_plain_runs_model_within_fixed_point_error(
 
 
 def test_central_dp_with_secure_aggregation_runs(make_config, mnist_small):
-    cfg = make_config(rounds=2, sampling=POISSON, privacy={**CENTRAL, "secure_aggregation": True})
+    cfg = make_config(
+        rounds=2,
+        data={"num_clients": 16},  # a round of fewer than 2 (p = 2.6e-4) would fail
+        model={"name": "mlp"},
+        sampling=POISSON,
+        privacy={**CENTRAL, "secure_aggregation": True},
+    )
     result = engine.run_experiment(cfg, data=mnist_small)
     assert [m.round for m in result.history] == [1, 2]
     assert result.history[-1].epsilon == pytest.approx(
