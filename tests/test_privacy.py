@@ -124,6 +124,7 @@ def test_central_dp_run_logs_the_accountants_epsilon_and_keeps_pruned_weights_ze
     cfg = make_config(
         rounds=3,
         data={"num_clients": 8},
+        model={"name": "mlp"},
         sampling=POISSON,
         privacy={**CENTRAL, "noise_multiplier": 0.01, "clip": 5.0},
         client={"lr": 0.1},
@@ -151,6 +152,7 @@ def test_target_epsilon_stops_the_run_before_the_budget_is_spent(make_config, mn
     cfg = make_config(
         rounds=5,
         data={"num_clients": 4},
+        model={"name": "mlp"},
         sampling=POISSON,
         privacy={**CENTRAL, "noise_multiplier": 1.0, "target_epsilon": target},
         pruning={"schedule": {"kind": "none"}},
@@ -166,7 +168,10 @@ def test_target_epsilon_stops_the_run_before_the_budget_is_spent(make_config, mn
 
 def test_poisson_rounds_with_no_client_still_finish(make_config, mnist_small):
     cfg = make_config(
-        rounds=6, data={"num_clients": 4}, sampling={"fraction": 0.1, "poisson": True}
+        rounds=6,
+        data={"num_clients": 4},
+        model={"name": "mlp"},
+        sampling={"fraction": 0.1, "poisson": True},
     )
     result = engine.run_experiment(cfg, data=mnist_small)
     counts = [m.clients for m in result.history]
