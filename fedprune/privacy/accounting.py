@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -91,21 +92,37 @@ def calibrate(
         )
 
 
-def round_costs(
-    privacy: PrivacyConfig,
-    *,
-    sample_rate: float,
-    shard_rows: list[int],
-    batch_size: int,
-    epochs: int,
-) -> list[Composition]:
-    """What one round costs each client: central, one step at the client sampling rate;
-    local, DP-SGD's steps on each shard size (Poisson batches of expected size `batch_size`,
-    sample rate batch / rows, `epochs` passes of ⌈rows / batch⌉ steps)."""
-    sigma = privacy.noise_multiplier
-    if privacy.mechanism == "central":
-        return [Composition(sigma, sample_rate, 1)]
+def round_costs(cfg, held_rows: Sequence[int] = ()) -> list[Composition]:
+    """What one round of experiment `cfg` costs each client: central, one step at the client
+    sampling rate; local, DP-SGD's steps on each shard size in `held_rows` (Poisson batches of
+    expected size `client.batch_size`, sample rate batch / rows, `client.epochs` passes of
+    ⌈rows / batch⌉ steps)."""
+    sigma, batch, epochs = cfg.privacy.noise_multiplier, cfg.client.batch_size, cfg.client.epochs
+    if cfg.privacy.mechanism == "central":
+        return [Composition(sigma, cfg.sampling.fraction or 1.0, 1)]
     return [
-        Composition(sigma, min(1.0, batch_size / rows), epochs * math.ceil(rows / batch_size))
-        for rows in sorted(set(shard_rows))
+        Composition(sigma, min(1.0, batch / rows), epochs * math.ceil(rows / batch))
+        for rows in sorted({n for n in held_rows if n > 0})
     ]
+
+
+def allowed_rounds(privacy: PrivacyConfig, costs: list[Composition], *, rounds: int) -> int:
+    """Of `rounds`, those `privacy.target_epsilon` allows (all of them without one)."""
+    if privacy.target_epsilon is None:
+        return rounds
+    return rounds_within(
+        costs, privacy.target_epsilon, rounds=rounds, delta=privacy.delta,
+        accountant=privacy.accountant,
+    )  # fmt: skip
+
+
+def unreachable(privacy: PrivacyConfig, costs: list[Composition]) -> str | None:
+    """Why `privacy.target_epsilon` cannot be met even for one round (None if it can)."""
+    if allowed_rounds(privacy, costs, rounds=1):
+        return None
+    first = worst_epsilon(costs, 1, delta=privacy.delta, accountant=privacy.accountant)
+    return (
+        f"privacy.target_epsilon {privacy.target_epsilon} cannot be met: one round already "
+        f"spends ε = {first:.3g} at δ = {privacy.delta}; raise privacy.noise_multiplier "
+        "(`fedprune privacy calibrate` tells by how much)"
+    )

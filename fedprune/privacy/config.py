@@ -80,7 +80,7 @@ class PrivacyConfig(Params):
 def check_privacy(cfg) -> None:
     """Refuse, with the reason, what the privacy settings cannot hold with the rest of the
     experiment (`cfg`: an ExperimentConfig)."""
-    from fedprune.privacy.accounting import epsilon, round_costs
+    from fedprune.privacy.accounting import round_costs, unreachable
     from fedprune.pruning.methods import METHODS
     from fedprune.strategies import STRATEGIES
 
@@ -150,15 +150,8 @@ def check_privacy(cfg) -> None:
             "independently with probability q (Poisson sampling); set sampling: {fraction: q, "
             "poisson: true} (fixed-size sampling is not accounted)"
         )
-    if privacy.target_epsilon is not None:
-        first = round_costs(privacy, sample_rate=cfg.sampling.fraction, shard_rows=[], batch_size=1, epochs=1)  # fmt: skip
-        spent = epsilon(first[0], 1, delta=privacy.delta, accountant=privacy.accountant)
-        if spent > privacy.target_epsilon:
-            raise ValueError(
-                f"privacy.target_epsilon {privacy.target_epsilon} cannot be met: one round "
-                f"already spends ε = {spent:.3g} at δ = {privacy.delta}; raise "
-                "privacy.noise_multiplier (`fedprune privacy calibrate` tells by how much)"
-            )
+    if problem := unreachable(privacy, round_costs(cfg)):
+        raise ValueError(problem)
 
 
 def pipeline_problem(cfg) -> str | None:
@@ -177,13 +170,9 @@ def pipeline_problem(cfg) -> str | None:
             "it compiles, before the data is split; set rounds to what `fedprune privacy "
             "calibrate` allows and leave target_epsilon unset"
         )
-    from fedprune.privacy.accounting import round_costs, rounds_within
+    from fedprune.privacy.accounting import allowed_rounds, round_costs
 
-    costs = round_costs(privacy, sample_rate=cfg.sampling.fraction, shard_rows=[], batch_size=1, epochs=1)  # fmt: skip
-    allowed = rounds_within(
-        costs, privacy.target_epsilon, rounds=cfg.rounds, delta=privacy.delta,
-        accountant=privacy.accountant,
-    )  # fmt: skip
+    allowed = allowed_rounds(privacy, round_costs(cfg), rounds=cfg.rounds)
     if allowed < cfg.rounds:
         return (
             f"privacy.target_epsilon {privacy.target_epsilon} allows {allowed} of the "

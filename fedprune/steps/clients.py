@@ -92,11 +92,12 @@ def train_clients(
             if cfg.privacy.mechanism == "local":  # DP-SGD; batches and noise nobody can redraw
                 from fedprune.training.private import private_train  # imports Opacus
 
-                loss, kept = private_train(
+                loss = private_train(
                     learner, learn_mask, x=x, y=y, cfg=cfg.client, generator=secret_generator(),
                     task=rt.task, noise_multiplier=cfg.privacy.noise_multiplier,
                     clip=cfg.privacy.clip,
-                ).loss, learn_mask  # fmt: skip
+                ).loss  # fmt: skip
+                kept = learn_mask  # DP-SGD never changes a mask
             else:
                 loss, kept = local_train(
                     learner, learn_mask, x=x, y=y, cfg=cfg.client, generator=generator,

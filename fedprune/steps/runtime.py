@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from fedprune.config import ExperimentConfig
-from fedprune.privacy.accounting import Composition, round_costs, rounds_within, worst_epsilon
+from fedprune.privacy.accounting import Composition, allowed_rounds, round_costs, unreachable
 from fedprune.privacy.config import PrivacyError
 from fedprune.pruning.masks import Mask, Weights, full_mask, prunable_names
 from fedprune.pruning.methods import METHODS, Method, MethodContext
@@ -48,15 +48,8 @@ class Runtime:
     def privacy_costs(self) -> list[Composition]:
         """What one round costs in privacy: one composition for central DP, one per shard
         size for local DP (`fedprune.privacy.accounting.round_costs`)."""
-        cfg = self.cfg
-        assert cfg.privacy.mechanism == "central" or self.held_rows is not None
-        return round_costs(
-            cfg.privacy,
-            sample_rate=cfg.sampling.fraction or 1.0,
-            shard_rows=[n for n in self.held_rows or () if n > 0],
-            batch_size=cfg.client.batch_size,
-            epochs=cfg.client.epochs,
-        )
+        assert self.cfg.privacy.mechanism == "central" or self.held_rows is not None
+        return round_costs(self.cfg, self.held_rows or ())
 
     def rounds_allowed(self, rounds_before: int = 0) -> int:
         """Of this run's rounds, those `privacy.target_epsilon` allows: the model's earlier
@@ -65,13 +58,7 @@ class Runtime:
         privacy, rounds = self.cfg.privacy, self.cfg.rounds
         if privacy.target_epsilon is None:
             return rounds
-        within = rounds_within(
-            self.privacy_costs(),
-            privacy.target_epsilon,
-            rounds=rounds_before + rounds,
-            delta=privacy.delta,
-            accountant=privacy.accountant,
-        )
+        within = allowed_rounds(privacy, self.privacy_costs(), rounds=rounds_before + rounds)
         return max(0, within - rounds_before)
 
     @classmethod
@@ -158,14 +145,8 @@ class Runtime:
                 raise ModelError(f"model.name: {self.cfg.model.name}: {error}") from None
         if privacy.target_epsilon is None or self.held_rows is None:
             return
-        if self.rounds_allowed() == 0:
-            costs = self.privacy_costs()
-            first = worst_epsilon(costs, 1, delta=privacy.delta, accountant=privacy.accountant)
-            raise PrivacyError(
-                f"privacy.target_epsilon {privacy.target_epsilon} cannot be met: one round "
-                f"already spends ε = {first:.3g} at δ = {privacy.delta}; raise "
-                "privacy.noise_multiplier (`fedprune privacy calibrate` tells by how much)"
-            )
+        if problem := unreachable(privacy, self.privacy_costs()):
+            raise PrivacyError(problem)
 
     def data_artifacts(self) -> dict[str, bytes]:
         """What serving the model needs of the data: the features' statistics, if any."""
