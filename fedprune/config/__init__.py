@@ -185,10 +185,14 @@ class ExperimentConfig(Params):
         return self
 
     def clients_per_round(self) -> int:
+        return max(1, round(self.expected_clients_per_round()))
+
+    def expected_clients_per_round(self) -> float:
+        """Clients a round on average: the count, or q·N (DP-FedAvg's fixed denominator)."""
         if self.sampling.count is not None:
             return self.sampling.count
         fraction = self.sampling.fraction if self.sampling.fraction is not None else 1.0
-        return max(1, round(fraction * self.data.num_clients))
+        return fraction * self.data.num_clients
 
     def most_clients_per_round(self) -> int:
         """The most clients a round may draw: `clients_per_round()`, or with Poisson sampling

@@ -130,7 +130,7 @@ def check_privacy(cfg) -> None:
                 "privacy.clip_quantile: the server clips each change to the adapted clip, "
                 "which secure aggregation hides from it; use a fixed clip with it"
             )
-        count_noise = count_noise_of(privacy, cfg.sampling.fraction * cfg.data.num_clients)
+        count_noise = count_noise_of(privacy, cfg.expected_clients_per_round())
         if 2 * count_noise <= privacy.noise_multiplier:
             raise ValueError(
                 f"privacy.clip_count_noise {count_noise:.3g} must exceed noise_multiplier / 2 "

@@ -102,7 +102,7 @@ def dp_fedavg_round(
     """Central DP's round: the clipped changes summed (securely, with secure aggregation),
     noised, over q·N; with `clip_quantile` the clip adapts from a noised count of the
     clients within it, and the noise on the changes gives the count its share of σ."""
-    privacy, expected = cfg.privacy, expected_clients(cfg)
+    privacy, expected = cfg.privacy, cfg.expected_clients_per_round()
     clip = float(start.state[CLIP]) if CLIP in start.state else privacy.clip
     secure = None
     if privacy.secure_aggregation and decoded:
@@ -130,12 +130,6 @@ def dp_fedavg_round(
         samples=sum(u.num_samples for u in decoded),
     )
     return noised, secure, state
-
-
-def expected_clients(cfg: ExperimentConfig) -> float:
-    """Clients a round on average (q·N): DP-FedAvg's fixed denominator."""
-    fraction = cfg.sampling.fraction if cfg.sampling.fraction is not None else 1.0
-    return fraction * cfg.data.num_clients if cfg.sampling.count is None else cfg.sampling.count
 
 
 def on(tensors: Weights, device: str) -> Weights:
